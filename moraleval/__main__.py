@@ -1,0 +1,5 @@
+import sys
+
+from moraleval.cli import main
+
+sys.exit(main())

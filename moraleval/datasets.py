@@ -1,0 +1,365 @@
+"""Data files: safe paths under the data root, pinned sha256, reading jsonl/csv/tsv, and the dataset pipeline
+(read → join → derive → filter → sample → expand) that turns a ``dataset`` block into rows.
+
+I/O lives here; the checker turns the problems found into located diagnostics.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import attrs
+import numpy as np
+
+from moraleval import nodes as n
+from moraleval.errors import DataError
+from moraleval.rowexpr import EvalError, evaluate
+
+ROW_ID = "row_id"  # built-in column: position of the row after filter/sample (counterfactual copies share it)
+VARIANT = "variant"  # built-in column: index of a counterfactual copy (0 when no expand)
+
+
+class UnsafePath(DataError):
+    pass
+
+
+def resolve_data_path(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing anything that could leave the data root (``..``, absolute, symlinks out)."""
+    if not relative or relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":"):
+        raise UnsafePath(f"data path '{relative}' is absolute",
+                         hint="data paths are relative to the data root (--data / MORALEVAL_DATA)")
+    parts = Path(relative).parts
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"data path '{relative}' leaves the data root ('..')",
+                         hint="data paths must stay inside the data root")
+    root_real = Path(os.path.realpath(root))
+    target = root / relative
+    real = Path(os.path.realpath(target))
+    if real != root_real and root_real not in real.parents:
+        raise UnsafePath(f"data path '{relative}' resolves outside the data root (a symlink to {real})",
+                         hint="copy the file into the data root instead of linking to it")
+    return target
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
+    """Rows of a jsonl/csv/tsv file as dicts (csv/tsv values stay strings; a numeric-looking value is not guessed)."""
+    data = path.read_bytes().decode("utf-8")
+    if fmt == "jsonl":
+        rows = []
+        for lineno, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
+                                hint="a .jsonl file holds one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: a jsonl row must be a JSON object")
+            rows.append(row)
+        return rows
+    delimiter = "\t" if fmt == "tsv" else ","
+    reader = csv.reader(io.StringIO(data, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return []
+    header = [h if h else f"column{i}" for i, h in enumerate(header)]
+    rows = []
+    for lineno, values in enumerate(reader, 2):
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise DataError(f"{path}:{lineno}: {len(values)} fields, the header has {len(header)}",
+                            hint=f"is this really a {fmt} file?")
+        rows.append(dict(zip(header, values)))
+    return rows
+
+
+def _convert_number(value: Any) -> Any:
+    """csv/tsv cells that are numbers become numbers (so `LSAT > 30` works); everything else stays a string."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                f = float(value)
+            except ValueError:
+                return value
+            return f if f == f else value  # keep "nan" a string
+    return value
+
+
+@attrs.define
+class DatasetResult:
+    """Rows of one dataset after its pipeline, plus what happened on the way (for the plan and the report)."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    files_read: dict[str, str]  # relative path -> sha256
+    rows_read: int = 0
+    dropped: dict[str, int] = attrs.Factory(dict)  # reason -> rows
+    joins: dict[str, dict[str, Any]] = attrs.Factory(dict)  # join name -> {"file":..., "present": bool, ...}
+    expanded_from: int | None = None
+
+
+class StatementError(Exception):
+    """A dataset statement failed; ``node`` is where, ``row`` the offending row index when one is to blame."""
+
+    def __init__(self, message: str, node: Any, hint: str | None = None, row: str | None = None,
+                 names: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.node, self.hint, self.row, self.names = node, hint, row, names
+
+
+def key_string(v: Any) -> str:
+    """Join keys compare as text, so jsonl ints match csv strings ("12" == 12); floats like 12.0 read as 12."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def sample_rows(rows: list[dict[str, Any]], size: int, per: tuple[str, ...], seed: int) -> list[dict[str, Any]]:
+    """Deterministic sample: a seeded permutation, then the first ``size`` rows of each group, in original order."""
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(len(rows))
+    taken: dict[tuple, int] = {}
+    keep = np.zeros(len(rows), dtype=bool)
+    for i in order:
+        key = tuple(key_string(rows[i].get(c)) for c in per)
+        if taken.get(key, 0) < size:
+            taken[key] = taken.get(key, 0) + 1
+            keep[i] = True
+    return [r for r, k in zip(rows, keep) if k]
+
+
+def group_sizes(rows: Iterable[dict[str, Any]], per: tuple[str, ...]) -> dict[tuple, int]:
+    sizes: dict[tuple, int] = {}
+    for r in rows:
+        key = tuple(key_string(r.get(c)) for c in per)
+        sizes[key] = sizes.get(key, 0) + 1
+    return sizes
+
+
+def file_list(read: n.Read, consts: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """The files a ``read`` line names: [(loop binding, relative path)]."""
+    if read.var is None:
+        return [({}, read.path)]
+    values = evaluate(read.iterable, consts)
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise StatementError(f"'for {read.var} in ...' needs a list, got {values!r}", read.iterable)
+    out = []
+    for v in values:
+        try:
+            out.append(({read.var: v}, read.path.format(**{read.var: v})))
+        except (KeyError, IndexError) as exc:
+            raise StatementError(f"path '{read.path}' has a placeholder {exc} that is not '{{{read.var}}}'",
+                                 read) from None
+    return out
+
+
+def run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, max_errors_per_statement: int = 1,
+                 on_error=None) -> DatasetResult:
+    """Apply a dataset block's statements in order.
+
+    ``load(relative_path, fmt, node, optional) -> rows | None`` reads a verified file (the checker supplies it:
+    it knows the data root, the pinned hashes and how to report problems).  ``on_error(StatementError)``
+    receives each problem; the pipeline goes on where it can so one pass finds them all.
+    """
+    result = DatasetResult(ds.name, [], [], {})
+    rows: list[dict[str, Any]] = []
+    reads = [s for s in ds.body if isinstance(s, n.Read)]
+    for read in reads:
+        try:
+            files = file_list(read, consts)
+        except (StatementError, EvalError) as exc:
+            _report(on_error, exc, read)
+            continue
+        for binding, rel in files:
+            loaded = load(rel, read.format, read, False)
+            if loaded is None:
+                continue
+            for r in loaded:
+                if binding:
+                    for k, v in binding.items():
+                        r.setdefault(k, v)
+                if read.format != "jsonl":
+                    for k in list(r):
+                        r[k] = _convert_number(r[k])
+            rows.extend(loaded)
+    result.rows_read = len(rows)
+    columns: list[str] = list(dict.fromkeys(k for r in rows[:1] for k in r)) if rows else []
+    if rows:
+        seen = dict.fromkeys(columns)
+        for r in rows:
+            for k in r:
+                if k not in seen:
+                    seen[k] = None
+        columns = list(seen)
+
+    for stmt in ds.body:
+        if isinstance(stmt, (n.Read, n.Origin, n.FileDecl)):
+            continue
+        if isinstance(stmt, n.Join):
+            right = load(stmt.path, stmt.format, stmt, stmt.optional)
+            result.joins[stmt.name] = {"file": stmt.path, "present": right is not None,
+                                       "keys": [list(k) for k in stmt.keys]}
+            if right is None:
+                for r in rows:
+                    r[stmt.name] = None
+            else:
+                if stmt.format != "jsonl":
+                    for r in right:
+                        for k in list(r):
+                            r[k] = _convert_number(r[k])
+                index: dict[tuple, dict[str, Any]] = {}
+                for r in right:
+                    key = tuple(key_string(r.get(rk)) for _, rk in stmt.keys)
+                    if key in index:
+                        _report(on_error, StatementError(
+                            f"join '{stmt.name}': key {key} appears twice in {stmt.path}", stmt,
+                            "join keys must identify one row of the joined file"), stmt)
+                        break
+                    index[key] = r
+                missing = 0
+                for r in rows:
+                    key = tuple(key_string(r.get(lk)) for lk, _ in stmt.keys)
+                    match = index.get(key)
+                    if match is None:
+                        missing += 1
+                    r[stmt.name] = match
+                result.joins[stmt.name]["unmatched"] = missing
+            columns.append(stmt.name)
+        elif isinstance(stmt, n.Derive):
+            failed = _apply(rows, stmt, on_error, lambda env: evaluate(stmt.value, env), consts,
+                            lambda r, v: r.__setitem__(stmt.name, v))
+            columns.append(stmt.name)
+            if failed:
+                for r in rows:
+                    r.setdefault(stmt.name, None)
+        elif isinstance(stmt, n.Filter):
+            keep: list[dict[str, Any]] = []
+            _apply(rows, stmt, on_error, lambda env: evaluate(stmt.cond, env), consts,
+                   lambda r, v: keep.append(r) if v else None)
+            reason = stmt.reason or f"filter at line {stmt.span.line if stmt.span else '?'}"
+            if len(rows) != len(keep):
+                result.dropped[reason] = result.dropped.get(reason, 0) + len(rows) - len(keep)
+            rows = keep
+        elif isinstance(stmt, n.Sample):
+            size = stmt.n
+            if stmt.n_expr is not None:
+                try:
+                    size = evaluate(stmt.n_expr, consts)
+                except EvalError as exc:
+                    _report(on_error, exc, stmt)
+                    continue
+                if not isinstance(size, int) or isinstance(size, bool):
+                    _report(on_error, StatementError(f"sample size must be a whole number, got {size!r}",
+                                                     stmt), stmt)
+                    continue
+            if size <= 0:
+                continue  # sample 0 (e.g. a parameter left at 0) keeps every row
+            for c in stmt.per:
+                if c not in columns:
+                    break
+            else:
+                before = len(rows)
+                rows = sample_rows(rows, size, stmt.per, stmt.seed)
+                if before != len(rows):
+                    result.dropped["not sampled"] = result.dropped.get("not sampled", 0) + before - len(rows)
+        elif isinstance(stmt, n.Expand):
+            pass  # applied last, after row ids are fixed
+    for i, r in enumerate(rows):
+        r[ROW_ID] = i
+        r[VARIANT] = 0
+    columns += [ROW_ID, VARIANT]
+    for stmt in ds.body:
+        if isinstance(stmt, n.Expand):
+            try:
+                values = evaluate(stmt.values, consts)
+            except EvalError as exc:
+                _report(on_error, exc, stmt)
+                continue
+            if not isinstance(values, list) or not values:
+                _report(on_error, StatementError("expand needs a non-empty list of values", stmt.values), stmt)
+                continue
+            result.expanded_from = len(rows)
+            expanded = []
+            for r in rows:
+                for j, v in enumerate(values):
+                    copy = dict(r)
+                    copy[stmt.var] = v
+                    copy[VARIANT] = r[VARIANT] * len(values) + j
+                    expanded.append(copy)
+            rows = expanded
+            if stmt.var not in columns:
+                columns.append(stmt.var)
+    result.rows = rows
+    result.columns = list(dict.fromkeys(columns))
+    return result
+
+
+def _apply(rows, stmt, on_error, fn, consts, store) -> bool:
+    """Run ``fn`` on every row; report the first failure (with its row) and keep going without it."""
+    env = _RowEnv(consts)
+    failed = False
+    for i, r in enumerate(rows):
+        env.row = r
+        try:
+            value = fn(env)
+        except EvalError as exc:
+            if not failed:
+                names = [*r, *consts, "row"]
+                _report(on_error, StatementError(str(exc), exc.node, row=_row_label(r, i), names=names), stmt)
+                failed = True
+            continue
+        store(r, value)
+    return failed
+
+
+def _row_label(r: dict[str, Any], i: int) -> str:
+    for key in ("example_id", "id", "sentid"):
+        if key in r:
+            return f"row {i} ({key} {r[key]!r})"
+    return f"row {i}"
+
+
+class _RowEnv(dict):
+    """Row columns first, then constants (params, lets); ``row`` is the whole row (for odd column names)."""
+
+    def __init__(self, consts: dict[str, Any]) -> None:
+        super().__init__()
+        self.consts = consts
+        self.row: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.row:
+            return self.row[key]
+        if key == "row":
+            return self.row
+        return self.consts[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.row or key == "row" or key in self.consts
+
+
+def _report(on_error, exc, stmt) -> None:
+    if on_error is None:
+        raise exc
+    if isinstance(exc, EvalError):
+        exc = StatementError(str(exc), exc.node)
+    on_error(exc)

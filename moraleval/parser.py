@@ -1,0 +1,460 @@
+"""Parse: spec text -> ``nodes.Spec`` (Lark LALR, positions kept), with friendly syntax errors."""
+
+from __future__ import annotations
+
+import ast
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from moraleval import nodes as n
+from moraleval.errors import Diagnostic, SpecSyntaxError
+from moraleval.source import Source, Span
+
+ROLE_NAMES = {"human": "user", "assistant": "assistant", "system": "system"}
+
+# What a person would call each terminal, for "expected ..." messages.
+_TOKEN_NAMES = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LBRACE": "'{'", "RBRACE": "'}'",
+    "LPAR": "'('", "VALUES": "values", "BY": "by", "NORMALIZE": "normalize", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "EQUAL": "'='", "COMMA": "','",
+    "COLON": "':'", "DOT": "'.'", "FORMAT": "a file format (jsonl, csv, tsv)",
+    "DIALOGUE": "chat or text", "ORIGIN_KIND": "github or url",
+    "CMP_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'",
+    "$END": "the end of the file",
+}
+
+
+def grammar_text() -> str:
+    """The grammar, from the installed package (wheel) or, in a source checkout, from ``<repo>/grammar``."""
+    try:
+        packaged = resources.files("moraleval") / "grammar" / "moraleval.lark"
+        if packaged.is_file():
+            return packaged.read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):  # pragma: no cover - zip imports
+        pass
+    checkout = Path(__file__).resolve().parent.parent / "grammar" / "moraleval.lark"
+    return checkout.read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def _span(meta_or_token: Any) -> Span:
+    if isinstance(meta_or_token, Token):
+        return Span(meta_or_token.line, meta_or_token.column, meta_or_token.end_line, meta_or_token.end_column)
+    return Span.from_meta(meta_or_token)
+
+
+def unquote(token: Token) -> str:
+    text = str(token)
+    if text.startswith('"""'):
+        body = text[3:-3]
+        # a triple-quoted block may start with a newline for readability; it is not part of the text
+        if body.startswith("\n"):
+            body = body[1:]
+        return ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""') if "\\" in body else body
+    return ast.literal_eval(text)
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, span: Span, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.span, self.hint = message, span, hint
+
+
+def _number(tok: Token) -> int | float:
+    text = str(tok)
+    if "." in text or "e" in text or "E" in text:
+        return float(text)
+    return int(text)
+
+
+def _int(tok: Token, what: str) -> int:
+    value = _number(tok)
+    if not isinstance(value, int):
+        raise _Fail(f"{what} must be a whole number, not {tok}", _span(tok))
+    return value
+
+
+@v_args(meta=True)
+class _ToNodes(Transformer):
+    """Lark tree -> frozen attrs nodes; every node keeps its span."""
+
+    # ------------------------------------------------------------ expressions
+    def number(self, meta, c):
+        return n.Literal(_number(c[0]), span=_span(meta))
+
+    def string(self, meta, c):
+        return n.Literal(unquote(c[0]), span=_span(meta))
+
+    def true(self, meta, c):
+        return n.Literal(True, span=_span(meta))
+
+    def false(self, meta, c):
+        return n.Literal(False, span=_span(meta))
+
+    def none(self, meta, c):
+        return n.Literal(None, span=_span(meta))
+
+    def name(self, meta, c):
+        return n.Name(str(c[0]), span=_span(meta))
+
+    def attribute(self, meta, c):
+        return n.Attribute(c[0], str(c[1]), span=_span(meta))
+
+    def index(self, meta, c):
+        return n.Index(c[0], c[1], span=_span(meta))
+
+    def call(self, meta, c):
+        func, args, where = c
+        return n.Call(str(func), tuple(args or ()), where, span=_span(meta))
+
+    def call_args(self, meta, c):
+        return list(c)
+
+    def neg_op(self, meta, c):
+        if isinstance(c[0], n.Literal) and isinstance(c[0].value, (int, float)) and not isinstance(c[0].value, bool):
+            return n.Literal(-c[0].value, span=_span(meta))
+        return n.Unary("-", c[0], span=_span(meta))
+
+    def not_op(self, meta, c):
+        return n.Unary("not", c[0], span=_span(meta))
+
+    def binary_op(self, meta, c):
+        return n.Binary(str(c[1]), c[0], c[2], span=_span(meta))
+
+    def compare_op(self, meta, c):
+        return n.Compare(str(c[1]), c[0], c[2], span=_span(meta))
+
+    def in_op(self, meta, c):
+        return n.Compare("in", c[0], c[1], span=_span(meta))
+
+    def not_in_op(self, meta, c):
+        return n.Compare("not in", c[0], c[1], span=_span(meta))
+
+    def and_op(self, meta, c):
+        return n.BoolOp("and", c[0], c[1], span=_span(meta))
+
+    def or_op(self, meta, c):
+        return n.BoolOp("or", c[0], c[1], span=_span(meta))
+
+    def if_else(self, meta, c):
+        return n.IfElse(c[0], c[1], c[2], span=_span(meta))
+
+    def list_expr(self, meta, c):
+        return n.ListExpr(tuple(x for x in c if x is not None), span=_span(meta))
+
+    def comprehension(self, meta, c):
+        elt, var, iterable, cond = c
+        return n.Comprehension(elt, str(var), iterable, cond, span=_span(meta))
+
+    # ------------------------------------------------------------ top level
+    def start(self, meta, c):
+        return list(c)
+
+    def version(self, meta, c):
+        return n.Version(_int(c[0], "the version"), span=_span(meta))
+
+    def study(self, meta, c):
+        return n.Study(unquote(c[0]), span=_span(meta))
+
+    def import_(self, meta, c):
+        return n.Import(unquote(c[0]), span=_span(meta))
+
+    def param(self, meta, c):
+        return n.Param(str(c[0]), c[1], span=_span(meta))
+
+    def let(self, meta, c):
+        return n.Let(str(c[0]), c[1], span=_span(meta))
+
+    def data_root(self, meta, c):
+        return n.DataRoot(unquote(c[0]), span=_span(meta))
+
+    def template(self, meta, c):
+        return n.Template(str(c[0]), unquote(c[1]), text_span=_text_span(c[1]), span=_span(meta))
+
+    # ------------------------------------------------------------ datasets
+    def dataset(self, meta, c):
+        return n.Dataset(str(c[0]), tuple(c[1:]), span=_span(meta))
+
+    def origin(self, meta, c):
+        return n.Origin(str(c[0]), unquote(c[1]), unquote(c[2]) if c[2] is not None else None, span=_span(meta))
+
+    def file(self, meta, c):
+        return n.FileDecl(unquote(c[0]), unquote(c[1]).lower(), unquote(c[2]) if c[2] is not None else None,
+                          span=_span(meta))
+
+    def read(self, meta, c):
+        fmt, path, var, iterable = c
+        return n.Read(str(fmt), unquote(path), str(var) if var is not None else None, iterable, span=_span(meta))
+
+    def join_key(self, meta, c):
+        left, right = c
+        if right is None:
+            return (str(left), str(left))
+        return (str(left), unquote(right) if right.type == "STRING" else str(right))
+
+    def if_present(self, meta, c):
+        return True
+
+    def join(self, meta, c):
+        name, fmt, path, *rest = c
+        optional = rest[-1] is True
+        keys = tuple(k for k in rest[:-1])
+        return n.Join(str(name), str(fmt), unquote(path), keys, optional, span=_span(meta))
+
+    def derive(self, meta, c):
+        return n.Derive(str(c[0]), c[1], span=_span(meta))
+
+    def filter(self, meta, c):
+        return n.Filter(c[0], unquote(c[1]) if c[1] is not None else None, span=_span(meta))
+
+    def name_list(self, meta, c):
+        return tuple(str(x) for x in c)
+
+    def sample(self, meta, c):
+        size, per, seed = c
+        if size.type == "NAME":
+            return n.Sample(0, per or (), _int(seed, "the seed"), n.Name(str(size), span=_span(size)),
+                            span=_span(meta))
+        count = _int(size, "the sample size")
+        return n.Sample(count, per or (), _int(seed, "the seed"), span=_span(meta))
+
+    def expand(self, meta, c):
+        return n.Expand(str(c[0]), c[1], span=_span(meta))
+
+    # ------------------------------------------------------------ tasks
+    def task(self, meta, c):
+        name, dataset, *body = c
+        fmt = None
+        lets, conditions, choose = [], [], None
+        for stmt in body:
+            if isinstance(stmt, _Format):
+                fmt = stmt.value
+            elif isinstance(stmt, n.Let):
+                lets.append(stmt)
+            elif isinstance(stmt, n.Condition):
+                conditions.append(stmt)
+            elif isinstance(stmt, n.Choose):
+                if choose is not None:
+                    raise _Fail("a task has one 'choose' line", stmt.span,
+                                "keep one at task level, or override it inside a condition")
+                choose = stmt
+        return n.Task(str(name), str(dataset), fmt, tuple(lets), tuple(conditions), choose, span=_span(meta))
+
+    def format(self, meta, c):
+        return _Format(str(c[0]))
+
+    def condition(self, meta, c):
+        name, extends, *body = c
+        lets = tuple(s for s in body if isinstance(s, n.Let))
+        turns = tuple(s for s in body if isinstance(s, n.Turn))
+        chooses = [s for s in body if isinstance(s, n.Choose)]
+        if len(chooses) > 1:
+            raise _Fail("a condition has at most one 'choose' line", chooses[1].span)
+        return n.Condition(str(name), str(extends) if extends is not None else None, lets, turns,
+                           chooses[0] if chooses else None, span=_span(meta))
+
+    def _turn(self, role, meta, c):
+        content, gen = c
+        return n.Turn(role, content, gen, span=_span(meta))
+
+    def human_turn(self, meta, c):
+        return self._turn("user", meta, c)
+
+    def assistant_turn(self, meta, c):
+        return self._turn("assistant", meta, c)
+
+    def system_turn(self, meta, c):
+        return self._turn("system", meta, c)
+
+    def gen_max_tokens(self, meta, c):
+        return ("max_tokens", _int(c[0], "max_tokens"), _span(meta))
+
+    def gen_seed(self, meta, c):
+        return ("seed", _int(c[0], "seed"), _span(meta))
+
+    def gen_temperature(self, meta, c):
+        return ("temperature", float(_number(c[0])), _span(meta))
+
+    def gen_top_p(self, meta, c):
+        return ("top_p", float(_number(c[0])), _span(meta))
+
+    def gen_stop(self, meta, c):
+        return ("stop", unquote(c[0]), _span(meta))
+
+    def generate(self, meta, c):
+        name, *options = c
+        kw: dict[str, Any] = {}
+        stops: list[str] = []
+        for key, value, span in options:
+            if key == "stop":
+                stops.append(value)
+            elif key in kw:
+                raise _Fail(f"'{key}' is given twice", span)
+            else:
+                kw[key] = value
+        return n.GenerateSpec(str(name), stop=tuple(stops), span=_span(meta), **kw)
+
+    def choose(self, meta, c):
+        name, options, values, scoring, norm = c
+        return n.Choose(str(name), options, values, str(scoring) if scoring else "logprob",
+                        str(norm) if norm else "softmax", span=_span(meta))
+
+    # ------------------------------------------------------------ statistics
+    def metric_params(self, meta, c):
+        return tuple(str(x) for x in c)
+
+    def metric(self, meta, c):
+        name, params, task, value = c
+        return n.Metric(str(name), params or (), value, str(task) if task is not None else None, span=_span(meta))
+
+    def boot_resamples(self, meta, c):
+        return ("resamples", _int(c[0], "resamples"))
+
+    def boot_seed(self, meta, c):
+        return ("seed", _int(c[0], "seed"))
+
+    def boot_level(self, meta, c):
+        return ("level", float(_number(c[0])))
+
+    def boot_unit(self, meta, c):
+        return ("unit", c[0])
+
+    def boot_method(self, meta, c):
+        return ("method", str(c[0]))
+
+    def bootstrap(self, meta, c):
+        kw = {}
+        for key, value in c:
+            if key in kw:
+                raise _Fail(f"bootstrap option '{key}' is given twice", _span(meta))
+            kw[key] = value
+        return n.Bootstrap(span=_span(meta), **kw)
+
+    def pair(self, meta, c):
+        return (str(c[0]), str(c[1]))
+
+    def compare(self, meta, c):
+        *pairs, metrics, test, correction = c
+        return n.Comparison(tuple(pairs), metrics, str(test) if test else "bootstrap",
+                            str(correction) if correction else "holm", span=_span(meta))
+
+    def report(self, meta, c):
+        return n.Report(c[0], span=_span(meta))
+
+    def setting(self, meta, c):
+        return (str(c[0]), c[1])
+
+    def model(self, meta, c):
+        default, name, backend, *settings = c
+        return n.Model(str(name), str(backend), tuple(settings), default is not None, span=_span(meta))
+
+
+class _Format:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+def _text_span(token: Token) -> Span:
+    """Where a string's text starts: line/column of its first character (after the quotes)."""
+    text = str(token)
+    if text.startswith('"""'):
+        body = text[3:]
+        if body.startswith("\n"):
+            return Span(token.line + 1, 1)
+        return Span(token.line, token.column + 3)
+    return Span(token.line, token.column + 1)
+
+
+def _describe(token: Token | None) -> str:
+    if token is None or token.type == "$END":
+        return "the end of the file"
+    return f"'{token}'"
+
+
+def _expected(accepts: set[str]) -> str:
+    names = sorted({_TOKEN_NAMES.get(a, f"'{a.lower()}'" if a.isupper() else a) for a in accepts if a})
+    # anonymous keyword terminals are named like "METRIC"; show them as keywords
+    if len(names) > 8:
+        names = names[:8] + ["..."]
+    return ", ".join(names)
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, source: Source) -> Diagnostic:
+    line = getattr(exc, "line", 1) or 1
+    column = getattr(exc, "column", 1) or 1
+    hint = None
+    if isinstance(exc, UnexpectedCharacters):
+        char = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else ""
+        message = f"unexpected character {char!r}"
+        if char == "'":
+            hint = "strings use double quotes: \"...\""
+        elif char == '"':
+            hint = "a string is not closed on this line (use \"\"\"...\"\"\" for text over several lines)"
+    elif isinstance(exc, UnexpectedEOF):
+        message = "the file ends in the middle of a statement"
+        hint = f"expected {_expected(set(exc.expected))}"
+        lines = source.text.splitlines() or [""]
+        line, column = len(lines), max(1, len(lines[-1]))
+    else:
+        assert isinstance(exc, UnexpectedToken)
+        tok = exc.token
+        expected = set(exc.accepts or exc.expected)
+        if tok.type == "$END":
+            message = "the file ends in the middle of a statement"
+            lines = source.text.splitlines() or [""]
+            line, column = len(lines), max(1, len(lines[-1]))
+        else:
+            message = f"unexpected {_describe(tok)}"
+        hint = f"expected {_expected(expected)}"
+        if "RBRACE" in expected and tok.type != "RBRACE":
+            hint += " (is a '}' missing above?)"
+        if tok.type == "NAME" and str(tok) in _KEYWORD_TYPOS:
+            hint = f"did you mean '{_KEYWORD_TYPOS[str(tok)]}'?"
+        if "EQUAL" in expected and tok.type == "COLON":
+            hint = "use '=' here, not ':'"
+    return Diagnostic(message, Span(line, column), source, hint, code="E001")
+
+
+_KEYWORD_TYPOS = {
+    "metrics": "metric", "datasets": "dataset", "templates": "template", "conditions": "condition",
+    "derived": "derive", "filters": "filter", "choice": "choose", "user": "human", "params": "param",
+    "tasks": "task", "compares": "compare", "imports": "import",
+}
+
+
+def parse(source: Source) -> n.Spec:
+    """Parse one spec file (imports are resolved by the checker)."""
+    try:
+        tree = _parser().parse(source.text)
+    except UnexpectedInput as exc:
+        raise SpecSyntaxError([_syntax_diagnostic(exc, source)]) from None
+    try:
+        body = _ToNodes().transform(tree)
+    except VisitError as exc:
+        inner = exc.orig_exc
+        if isinstance(inner, _Fail):
+            raise SpecSyntaxError([Diagnostic(inner.message, inner.span, source, inner.hint, code="E002")]) from None
+        raise
+    return n.Spec(source.path, tuple(body), span=Span(1, 1))
+
+
+def parse_text(text: str, path: str = "<string>") -> n.Spec:
+    return parse(Source(text, path))
+
+
+def parse_file(path: str | Path) -> n.Spec:
+    return parse(Source.from_file(path))
+
+
+def parse_expression(text: str) -> n.Expr:
+    """Parse a single expression (used by `--set` and tests)."""
+    spec = parse_text(f"let _ = {text}")
+    return spec.body[0].value

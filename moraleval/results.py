@@ -1,0 +1,73 @@
+"""What the run and the measurement produce: per-request outcomes, per-metric estimates, comparisons.
+
+Plain frozen data shared by ``runner`` (produces outcomes), ``measure`` (outcomes -> estimates) and ``report``
+(estimates -> files), so the stages meet only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from moraleval.backend import ScoreResult
+
+
+@attrs.frozen
+class RequestOutcome:
+    """The answer to one PlanRequest: texts of its generate steps, then the choice scores."""
+
+    key: str
+    generated: dict[str, str]  # generate step name -> text
+    score: ScoreResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "generated": dict(sorted(self.generated.items())), "score": self.score.to_json()}
+
+
+@attrs.frozen
+class Estimate:
+    """A metric's value on one task × condition (× group), with its bootstrap interval."""
+
+    metric: str
+    task: str
+    condition: str
+    group: dict[str, Any]  # {} for the whole condition, else {"category": "Age", ...}
+    value: float | None  # None when undefined (see warnings)
+    ci_low: float | None
+    ci_high: float | None
+    n: int  # items that entered the metric
+    n_units: int  # resampling units
+    method: str  # "percentile" | "bca"
+    resamples: int
+    unit: str  # e.g. "category,question_index" or "row"
+    level: float = 0.95
+    analytic: dict[str, Any] | None = None  # e.g. {"method": "wilson", "ci_low": .., "ci_high": ..} for proportions
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)
+
+
+@attrs.frozen
+class ComparisonResult:
+    """treatment − baseline for one metric, paired over the same items and resamples."""
+
+    metric: str
+    task: str
+    treatment: str
+    baseline: str
+    group: dict[str, Any]
+    effect: float | None
+    ci_low: float | None
+    ci_high: float | None
+    test: str  # "bootstrap" | "mcnemar" | "paired_t" | "wilcoxon"
+    statistic: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    correction: str
+    n: int
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)

@@ -104,6 +104,7 @@ class CheckedSpec:
     tasks: dict[str, ResolvedTask]
     metrics: list[ResolvedMetric]
     bootstrap: n.Bootstrap
+    task_units: dict[str, tuple[str, ...]]  # task -> resampling unit columns (empty: the dataset row)
     comparisons: list[n.Comparison]
     report_by: tuple[str, ...]
     models: dict[str, dict[str, Any]]
@@ -171,11 +172,12 @@ class _Checker:
             if resolved is not None:
                 tasks[t.name] = resolved
         metrics = self._metrics(stmts(n.Metric), tasks, datasets, consts)
-        boots = stmts(n.Bootstrap)
+        boots = [b for b in stmts(n.Bootstrap) if b.task is None]
         bootstrap = boots[0] if boots else n.Bootstrap()
         for extra in boots[1:]:
-            self.error("bootstrap is set twice", extra, "keep one bootstrap line", self._src(extra))
+            self.error("bootstrap is set twice", extra, "keep one bootstrap line", self._src(extra), code="E180")
         self._check_bootstrap(bootstrap, tasks, datasets)
+        task_units = self._task_units(stmts(n.Bootstrap), bootstrap, tasks, datasets)
         comparisons = stmts(n.Comparison)
         self._check_comparisons(comparisons, metrics, tasks)
         reports = stmts(n.Report)
@@ -190,7 +192,8 @@ class _Checker:
         return CheckedSpec(
             source=self.source, spec=spec, study=study, params=params, consts=consts, data_root=data_root,
             data_root_reason=reason, datasets=datasets, templates=templates, template_sources=template_sources,
-            tasks=tasks, metrics=metrics, bootstrap=bootstrap, comparisons=comparisons, report_by=report_by,
+            tasks=tasks, metrics=metrics, bootstrap=bootstrap, task_units=task_units, comparisons=comparisons,
+            report_by=report_by,
             models=models, default_model=default_model, imports=self.imports,
             warnings=sorted(self.diagnostics, key=_diag_order), environment=self.env,
             spec_sha256=hashlib.sha256(self.source.text.encode("utf-8")).hexdigest())
@@ -673,7 +676,36 @@ class _Checker:
                        src, code="E181")
         if not 0 < b.level < 1:
             self.error(f"level must be between 0 and 1, got {b.level}", b, "e.g. level 0.95", src, code="E182")
-        self._check_columns(b.unit, tasks, datasets, b, "bootstrap unit")
+        covered = {x.task for x in self._body_cache if isinstance(x, n.Bootstrap) and x.task}
+        self._check_columns(b.unit, {k: v for k, v in tasks.items() if k not in covered}, datasets, b,
+                            "bootstrap unit")
+
+    def _task_units(self, boots, default: n.Bootstrap, tasks, datasets) -> dict[str, tuple[str, ...]]:
+        units = {}
+        specific = {}
+        for b in boots:
+            if b.task is None:
+                continue
+            src = self._src(b)
+            if b.task not in tasks:
+                self.error(f"bootstrap on unknown task '{b.task}'", b, did_you_mean(b.task, tasks), src, code="E183")
+                continue
+            if b.task in specific:
+                self.error(f"bootstrap on '{b.task}' is set twice", b, source=src, code="E180")
+            defaults = n.Bootstrap()
+            if (b.resamples, b.seed, b.method, b.level) != (defaults.resamples, defaults.seed, defaults.method,
+                                                            defaults.level):
+                self.error("'bootstrap on TASK' sets only the unit; resamples, seed, method and level are "
+                           "set once for the whole spec", b, "move them to a line 'bootstrap ...' without 'on'",
+                           src, code="E180")
+            specific[b.task] = b
+            self._check_columns(b.unit, {b.task: tasks[b.task]}, datasets, b, "bootstrap unit")
+        for name in tasks:
+            if name in specific:
+                units[name] = tuple(specific[name].unit)
+            else:
+                units[name] = tuple(default.unit)
+        return units
 
     def _check_columns(self, columns, tasks, datasets, node, what) -> None:
         for task in tasks.values():

@@ -19,7 +19,7 @@ import numpy as np
 
 from moraleval import nodes as n
 from moraleval.errors import DataError
-from moraleval.rowexpr import EvalError, evaluate
+from moraleval.rowexpr import EvalError, compile_expr, evaluate
 
 ROW_ID = "row_id"  # built-in column: position of the row after filter/sample (counterfactual copies share it)
 VARIANT = "variant"  # built-in column: index of a counterfactual copy (0 when no expand)
@@ -245,7 +245,7 @@ def run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, max_errors_per_
                 result.joins[stmt.name]["unmatched"] = missing
             columns.append(stmt.name)
         elif isinstance(stmt, n.Derive):
-            failed = _apply(rows, stmt, on_error, lambda env: evaluate(stmt.value, env), consts,
+            failed = _apply(rows, stmt, on_error, compile_expr(stmt.value), consts,
                             lambda r, v: r.__setitem__(stmt.name, v))
             columns.append(stmt.name)
             if failed:
@@ -253,7 +253,7 @@ def run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, max_errors_per_
                     r.setdefault(stmt.name, None)
         elif isinstance(stmt, n.Filter):
             keep: list[dict[str, Any]] = []
-            _apply(rows, stmt, on_error, lambda env: evaluate(stmt.cond, env), consts,
+            _apply(rows, stmt, on_error, compile_expr(stmt.cond), consts,
                    lambda r, v: keep.append(r) if v else None)
             reason = stmt.reason or f"filter at line {stmt.span.line if stmt.span else '?'}"
             if len(rows) != len(keep):

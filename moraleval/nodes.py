@@ -320,6 +320,7 @@ class Bootstrap:
     unit: tuple[str, ...] = _tuple()  # empty = the dataset row (a counterfactual pair stays together)
     method: str = "percentile"  # "percentile" | "bca"
     level: float = 0.95
+    task: str | None = None  # `bootstrap on TASK unit ...`: that task's resampling unit
     span: Span | None = _span()
 
 

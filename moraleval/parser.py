@@ -42,7 +42,8 @@ def grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # cache=True keeps the built LALR tables in the temp dir (keyed by the grammar's hash): ~0.5 s per start
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
 def _span(meta_or_token: Any) -> Span:
@@ -331,8 +332,9 @@ class _ToNodes(Transformer):
         return ("method", str(c[0]))
 
     def bootstrap(self, meta, c):
-        kw = {}
-        for key, value in c:
+        task, *options = c
+        kw = {"task": str(task)} if task is not None else {}
+        for key, value in options:
             if key in kw:
                 raise _Fail(f"bootstrap option '{key}' is given twice", _span(meta))
             kw[key] = value

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import jinja2
+import jinja2.meta
 
 from moraleval import nodes as n
 from moraleval.checker import CheckedSpec, ResolvedCondition, _Env
@@ -18,7 +19,7 @@ from moraleval.errors import PlanError
 from moraleval.exprjson import to_json
 from moraleval.plan import BootstrapPlan, ComparisonPlan, GenerateStep, MetricPlan, Plan, PlanItem, PlanRequest, \
     PlanTurn
-from moraleval.rowexpr import EvalError, evaluate
+from moraleval.rowexpr import EvalError, compile_expr
 
 
 def _names(e: Any, out: set[str]) -> set[str]:
@@ -59,31 +60,37 @@ class _ConditionRenderer:
     def __init__(self, checked: CheckedSpec, cond: ResolvedCondition, shared_cache: dict) -> None:
         self.cond = cond
         self.base = {**checked.consts, **cond.lets}
-        self.turns: list[tuple[str, jinja2.Template | None, str, n.GenerateSpec | None, tuple]] = []
+        self.options = compile_expr(cond.choose.options)
+        self.values = compile_expr(cond.choose.values) if cond.choose.values is not None else None
+        env = checked.environment
+        lets_key = repr(sorted(cond.lets.items()))
+        self.turns: list[tuple[str, _Render | None, str, n.GenerateSpec | None, tuple]] = []
         for turn in cond.turns:
             if isinstance(turn.content, n.Name):
-                template = checked.templates[turn.content.name]
+                name = turn.content.name
+                render = shared_cache.get(("template", name))
+                if render is None:
+                    render = shared_cache[("template", name)] = _Render(
+                        env, checked.templates[name], checked.template_sources[name])
                 text = None
-                key_name = turn.content.name
+                key = (name, lets_key)
             else:
                 text = turn.content.value
-                template = None if ("{" not in text) else shared_cache.setdefault(
-                    ("inline", text), checked.environment.from_string(text))
-                key_name = text
-            lets_key = repr(sorted(cond.lets.items()))
-            self.turns.append((turn.role, template, text, turn.generate, (key_name, lets_key)))
+                render = None
+                if "{" in text:
+                    render = shared_cache.get(("inline", text))
+                    if render is None:
+                        render = shared_cache[("inline", text)] = _Render(env, env.from_string(text), text)
+                key = (text, lets_key)
+            self.turns.append((turn.role, render, text, turn.generate, key))
 
     def render(self, row: dict[str, Any], row_cache: dict) -> list[PlanTurn]:
-        env = None
         out = []
-        for role, template, text, gen, key in self.turns:
-            if template is not None:
+        for role, render, text, gen, key in self.turns:
+            if render is not None:
                 rendered = row_cache.get(key)
                 if rendered is None:
-                    if env is None:
-                        env = {**self.base, **row, **self.cond.lets}
-                    rendered = template.render(env)
-                    row_cache[key] = rendered
+                    rendered = row_cache[key] = render(row, self.base, self.cond.lets)
             else:
                 rendered = text
             step = None
@@ -91,6 +98,31 @@ class _ConditionRenderer:
                 step = GenerateStep(gen.name, gen.max_tokens, gen.temperature, gen.top_p, gen.seed, gen.stop)
             out.append(PlanTurn(role, rendered, step))
         return out
+
+
+class _Render:
+    """A compiled template that is handed only the variables it uses (a small dict, not every column)."""
+
+    def __init__(self, environment, template: jinja2.Template, text: str) -> None:
+        self.environment = environment
+        self.template = template
+        self.names = tuple(jinja2.meta.find_undeclared_variables(environment.parse(text)))
+        self.globals = dict(template.globals)
+
+    def __call__(self, row: dict[str, Any], base: dict[str, Any], lets: dict[str, Any]) -> str:
+        variables = dict(self.globals)
+        for name in self.names:
+            if name in lets:
+                variables[name] = lets[name]
+            elif name in row:
+                variables[name] = row[name]
+            elif name in base:
+                variables[name] = base[name]
+        template = self.template
+        try:
+            return self.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
+        except Exception:
+            return self.environment.handle_exception()
 
 
 def compile_plan(checked: CheckedSpec) -> Plan:
@@ -101,9 +133,9 @@ def compile_plan(checked: CheckedSpec) -> Plan:
     metric_columns: dict[str, set[str]] = {}
     for m in checked.metrics:
         metric_columns.setdefault(m.task, set()).update(_names(m.expr, set()))
-    unit_cols = tuple(checked.bootstrap.unit)
     inline_cache: dict = {}
     for task in checked.tasks.values():
+        unit_cols = checked.task_units[task.name]
         ds = checked.datasets[task.dataset]
         chooses = {c.choose.name for c in task.conditions}
         wanted = sorted((metric_columns.get(task.name, set()) | set(checked.report_by) | set(unit_cols)
@@ -126,9 +158,8 @@ def compile_plan(checked: CheckedSpec) -> Plan:
                                     f"template failed: {exc}") from None
                 env = _Env(row, renderer.base)
                 try:
-                    options = evaluate(cond.choose.options, env)
-                    option_values = (evaluate(cond.choose.values, env) if cond.choose.values is not None
-                                     else list(range(len(options))))
+                    options = renderer.options(env)
+                    option_values = renderer.values(env) if renderer.values is not None else range(len(options))
                 except EvalError as exc:
                     raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
                                     f"choose failed: {exc}") from None
@@ -147,6 +178,7 @@ def compile_plan(checked: CheckedSpec) -> Plan:
         tasks_info[task.name] = {
             "dataset": task.dataset,
             "format": task.format,
+            "unit": list(unit_cols) or [ROW_ID],
             "conditions": [{"name": c.name, "extends": list(c.chain[1:]), "lets": _json_value(c.lets),
                             "choose": c.choose.name, "normalize": c.choose.normalize,
                             "generate_steps": [t.generate.name for t in c.turns if t.generate is not None],

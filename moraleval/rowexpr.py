@@ -118,111 +118,147 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 
 def evaluate(expr: n.Expr, env: Mapping[str, Any]) -> Any:
     """Evaluate ``expr`` with names looked up in ``env`` (row columns, then constants)."""
+    return compile_expr(expr)(env)
+
+
+Compiled = Callable[[Mapping[str, Any]], Any]
+
+
+def compile_expr(expr: n.Expr, cells: dict[str, list] | None = None) -> Compiled:
+    """Turn an expression into a Python closure once, so a dataset line costs one call per row, not a tree walk.
+
+    ``cells`` maps comprehension variables to one-element lists the comprehension fills in, so a loop
+    variable is a list read, not a lookup through the row.
+    """
     t = type(expr)
+
+    def c(e: n.Expr) -> Compiled:
+        return compile_expr(e, cells)
+
     if t is n.Literal:
-        return expr.value
+        value = expr.value
+        return lambda env: value
+    if t is n.Name and cells and expr.name in cells:
+        cell = cells[expr.name]
+        return lambda env: cell[0]
     if t is n.Name:
-        try:
-            return env[expr.name]
-        except KeyError:
-            raise EvalError(f"unknown name '{expr.name}'", expr) from None
+        name = expr.name
+
+        def name_(env):
+            try:
+                return env[name]
+            except KeyError:
+                raise EvalError(f"unknown name '{name}'", expr) from None
+        return name_
     if t is n.Attribute:
-        obj = evaluate(expr.obj, env)
-        if obj is None:
-            return None
-        if isinstance(obj, Mapping):
-            if expr.name in obj:
-                return obj[expr.name]
-            raise EvalError(f"no key '{expr.name}' (keys: {', '.join(map(str, obj))})", expr)
-        raise EvalError(f"'.{expr.name}' needs a record, got {type(obj).__name__}", expr)
+        obj_f, key = c(expr.obj), expr.name
+
+        def attribute(env):
+            obj = obj_f(env)
+            if obj is None:
+                return None
+            if isinstance(obj, Mapping):
+                try:
+                    return obj[key]
+                except KeyError:
+                    raise EvalError(f"no key '{key}' (keys: {', '.join(map(str, obj))})", expr) from None
+            raise EvalError(f"'.{key}' needs a record, got {type(obj).__name__}", expr)
+        return attribute
     if t is n.Index:
-        obj = evaluate(expr.obj, env)
-        key = evaluate(expr.index, env)
-        try:
-            return obj[key]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise EvalError(f"cannot index {_show(obj)} with {key!r}: {type(exc).__name__}", expr) from None
+        obj_f, key_f = c(expr.obj), c(expr.index)
+
+        def index(env):
+            obj, key = obj_f(env), key_f(env)
+            try:
+                return obj[key]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise EvalError(f"cannot index {_show(obj)} with {key!r}: {type(exc).__name__}", expr) from None
+        return index
     if t is n.Compare:
-        a = evaluate(expr.left, env)
-        b = evaluate(expr.right, env)
-        try:
-            return _COMPARE[expr.op](a, b)
-        except TypeError:
-            raise EvalError(f"cannot compare {_show(a)} {expr.op} {_show(b)}", expr) from None
+        left_f, right_f, op = c(expr.left), c(expr.right), _COMPARE[expr.op]
+
+        def compare(env):
+            a, b = left_f(env), right_f(env)
+            try:
+                return op(a, b)
+            except TypeError:
+                raise EvalError(f"cannot compare {_show(a)} {expr.op} {_show(b)}", expr) from None
+        return compare
     if t is n.BoolOp:
-        a = evaluate(expr.left, env)
+        left_f, right_f = c(expr.left), c(expr.right)
         if expr.op == "and":
-            return evaluate(expr.right, env) if a else a
-        return a if a else evaluate(expr.right, env)
+            return lambda env: (right_f(env) if (a := left_f(env)) else a)
+        return lambda env: (a if (a := left_f(env)) else right_f(env))
     if t is n.Unary:
-        v = evaluate(expr.operand, env)
+        operand_f = c(expr.operand)
         if expr.op == "not":
-            return not v
-        try:
-            return -v
-        except TypeError:
-            raise EvalError(f"cannot negate {_show(v)}", expr) from None
+            return lambda env: not operand_f(env)
+
+        def negate(env):
+            v = operand_f(env)
+            try:
+                return -v
+            except TypeError:
+                raise EvalError(f"cannot negate {_show(v)}", expr) from None
+        return negate
     if t is n.Binary:
-        a = evaluate(expr.left, env)
-        b = evaluate(expr.right, env)
-        if a is None or b is None:
-            return None
-        try:
-            return _BINARY[expr.op](a, b)
-        except ZeroDivisionError:
-            raise EvalError("division by zero", expr) from None
-        except TypeError:
-            raise EvalError(f"cannot compute {_show(a)} {expr.op} {_show(b)}", expr) from None
+        left_f, right_f, op = c(expr.left), c(expr.right), _BINARY[expr.op]
+
+        def binary(env):
+            a, b = left_f(env), right_f(env)
+            if a is None or b is None:
+                return None
+            try:
+                return op(a, b)
+            except ZeroDivisionError:
+                raise EvalError("division by zero", expr) from None
+            except TypeError:
+                raise EvalError(f"cannot compute {_show(a)} {expr.op} {_show(b)}", expr) from None
+        return binary
     if t is n.IfElse:
-        return evaluate(expr.then, env) if evaluate(expr.cond, env) else evaluate(expr.otherwise, env)
+        then_f, cond_f, else_f = c(expr.then), c(expr.cond), c(expr.otherwise)
+        return lambda env: then_f(env) if cond_f(env) else else_f(env)
     if t is n.ListExpr:
-        return [evaluate(x, env) for x in expr.items]
+        item_fs = [c(x) for x in expr.items]
+        return lambda env: [f(env) for f in item_fs]
     if t is n.Comprehension:
-        out = []
-        iterable = evaluate(expr.iterable, env)
-        if isinstance(iterable, Mapping):
-            iterable = list(iterable)
-        local = _Scope(env)
-        for value in iterable:
-            local.set(expr.var, value)
-            if expr.cond is None or evaluate(expr.cond, local):
-                out.append(evaluate(expr.elt, local))
-        return out
+        cell: list = [None]
+        inner = {**(cells or {}), expr.var: cell}
+        iter_f = c(expr.iterable)
+        elt_f = compile_expr(expr.elt, inner)
+        cond_f = compile_expr(expr.cond, inner) if expr.cond is not None else None
+
+        def comprehension(env):
+            iterable = iter_f(env)
+            if isinstance(iterable, Mapping):
+                iterable = list(iterable)
+            out = []
+            for value in iterable:
+                cell[0] = value
+                if cond_f is None or cond_f(env):
+                    out.append(elt_f(env))
+            return out
+        return comprehension
     if t is n.Call:
         spec = ROW_FUNCTIONS.get(expr.func)
+        arg_fs = [c(a) for a in expr.args]
         if spec is None:
-            raise EvalError(f"unknown function '{expr.func}'", expr)
-        args = [evaluate(a, env) for a in expr.args]
-        try:
-            return spec[0](*args)
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise EvalError(f"{expr.func}({', '.join(_show(a) for a in args)}) failed: {exc}", expr) from None
-    raise EvalError(f"cannot evaluate {t.__name__}", expr)
+            def unknown(env):
+                raise EvalError(f"unknown function '{expr.func}'", expr)
+            return unknown
+        fn = spec[0]
 
+        def call(env):
+            args = [f(env) for f in arg_fs]
+            try:
+                return fn(*args)
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise EvalError(f"{expr.func}({', '.join(_show(a) for a in args)}) failed: {exc}", expr) from None
+        return call
 
-class _Scope(Mapping):
-    """``env`` plus one loop variable (comprehensions)."""
-
-    def __init__(self, parent: Mapping[str, Any]) -> None:
-        self.parent = parent
-        self.name: str | None = None
-        self.value: Any = None
-
-    def set(self, name: str, value: Any) -> None:
-        self.name, self.value = name, value
-
-    def __getitem__(self, key: str) -> Any:
-        if key == self.name:
-            return self.value
-        return self.parent[key]
-
-    def __iter__(self):
-        yield from self.parent
-        if self.name is not None:
-            yield self.name
-
-    def __len__(self) -> int:
-        return len(self.parent) + 1
+    def cannot(env):
+        raise EvalError(f"cannot evaluate {t.__name__}", expr)
+    return cannot
 
 
 def _show(v: Any) -> str:

@@ -1,0 +1,348 @@
+"""Statistics for the measure stage: pure functions over numpy arrays; randomness only from a passed-in Generator.
+
+The bootstrap here resamples by *weights*.  A resample of ``n`` units drawn with replacement is a vector of counts
+(how often each unit was drawn); ``B`` resamples are a ``B × n`` count matrix.  Every aggregate a metric uses (a
+filtered mean, count or sum; Pearson's sufficient sums) is a weighted sum over units, so the aggregates of all
+resamples at once are one matrix product ``counts @ unit_sums`` (``unit_sums``: ``n × K``, one column per sum the
+metrics need).  The whole metric formula is then evaluated on ``B``-vectors.  The jackknife (for BCa's
+acceleration) is linear too: leaving unit ``j`` out gives ``total − unit_sums[j]``.
+
+Analytic cross-checks and tests between conditions come from statsmodels / scipy (see ``docs/statistics.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import attrs
+import numpy as np
+from scipy import special
+from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+#: resamples generated per block; the count matrix of a block is ``chunk × n_units`` float64.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: largest share of undefined (NaN) resamples that still gives an interval (the rest are dropped, with a warning).
+MAX_UNDEFINED_FRACTION = 0.1
+#: McNemar uses the exact binomial test when the discordant pairs are fewer than this.
+MCNEMAR_EXACT_BELOW = 25
+_BINCOUNT_CELLS = 2**18
+
+METHODS = ("percentile", "bca")
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "bonferroni": "bonferroni", "none": None}
+
+
+# --------------------------------------------------------------------------- resampling by weights
+
+def _chunk_rows(n_units: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    return max(1, min(4096, chunk_bytes // max(1, 8 * n_units)))
+
+
+def resample_counts(rng: np.random.Generator, n_units: int, n_resamples: int, *,
+                    chunk: int | None = None, dtype: type = np.float64) -> Iterator[np.ndarray]:
+    """Yield blocks of the ``n_resamples × n_units`` count matrix (rows sum to ``n_units``).
+
+    Row ``b`` is how often each unit was drawn in resample ``b`` (``n_units`` draws with replacement, uniform).
+    The draws are consumed from ``rng`` row by row, so the matrix does not depend on ``chunk`` (only memory does)
+    nor on ``dtype`` (counts are small integers, exact in float32 too).
+    """
+    if n_units <= 0:
+        raise ValueError("resampling needs at least one unit")
+    chunk = chunk or _chunk_rows(n_units)
+    idtype = np.int32 if n_units < 2**31 else np.int64
+    for start in range(0, n_resamples, chunk):
+        rows = min(chunk, n_resamples - start)
+        idx = rng.integers(0, n_units, size=(rows, n_units), dtype=idtype)
+        counts = np.empty((rows, n_units), dtype=dtype)
+        # count a few rows per bincount call, so that the counts being filled stay in cache
+        step = max(1, _BINCOUNT_CELLS // n_units)
+        for a in range(0, rows, step):
+            b = min(rows, a + step)
+            flat = idx[a:b].astype(np.intp)
+            flat += (np.arange(b - a, dtype=np.intp) * n_units)[:, None]
+            counts[a:b] = np.bincount(flat.ravel(), minlength=(b - a) * n_units).reshape(b - a, n_units)
+        yield counts
+
+
+def bootstrap_sums(unit_sums: np.ndarray, *, rng: np.random.Generator, n_resamples: int = 2000,
+                   chunk: int | None = None) -> np.ndarray:
+    """``B × K`` resampled totals of the ``n_units × K`` per-unit sums (``counts @ unit_sums`` block by block)."""
+    unit_sums = np.asarray(unit_sums, dtype=np.float64)
+    if unit_sums.ndim == 1:
+        unit_sums = unit_sums[:, None]
+    out = np.empty((n_resamples, unit_sums.shape[1]))
+    pos = 0
+    for w in resample_counts(rng, unit_sums.shape[0], n_resamples, chunk=chunk):
+        out[pos: pos + len(w)] = w @ unit_sums
+        pos += len(w)
+    return out
+
+
+def jackknife_sums(unit_sums: np.ndarray) -> np.ndarray:
+    """Leave-one-unit-out totals: row ``j`` is the column totals without unit ``j``."""
+    unit_sums = np.asarray(unit_sums, dtype=np.float64)
+    return unit_sums.sum(axis=0, keepdims=True) - unit_sums
+
+
+# --------------------------------------------------------------------------- intervals
+
+@attrs.frozen
+class Interval:
+    """A confidence interval from a bootstrap distribution; ``low``/``high`` None when it is undefined."""
+
+    low: float | None
+    high: float | None
+    method: str
+    level: float
+    n_resamples: int  # resamples drawn
+    n_dropped: int  # resamples whose statistic was undefined (NaN), left out
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+def _alphas(level: float) -> tuple[float, float]:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    a = (1.0 - level) / 2.0
+    return a, 1.0 - a
+
+
+def percentile_interval(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval: the ``(1−level)/2`` and ``(1+level)/2`` quantiles (linear interpolation)."""
+    lo, hi = _alphas(level)
+    q = np.percentile(np.asarray(boot, dtype=np.float64), [100 * lo, 100 * hi])
+    return float(q[0]), float(q[1])
+
+
+def bca_z0(boot: np.ndarray, point: float) -> float:
+    """Bias correction: Φ⁻¹ of the share of resamples below the estimate (ties count half, as scipy does)."""
+    boot = np.asarray(boot, dtype=np.float64)
+    share = ((boot < point).sum() + 0.5 * (boot == point).sum()) / boot.size
+    return float(special.ndtri(share))
+
+
+def bca_acceleration(jack: np.ndarray) -> float:
+    """Acceleration from the jackknife values: Σd³ / (6 (Σd²)^{3/2}), d = mean(jack) − jack (0 if no spread)."""
+    jack = np.asarray(jack, dtype=np.float64)
+    jack = jack[np.isfinite(jack)]
+    if jack.size < 2:
+        return 0.0
+    d = jack.mean() - jack
+    den = float((d * d).sum())
+    if den == 0.0:
+        return 0.0
+    return float((d ** 3).sum() / (6.0 * den ** 1.5))
+
+
+def bca_interval(boot: np.ndarray, point: float, jack: np.ndarray, level: float = 0.95
+                 ) -> tuple[float, float, float, float]:
+    """BCa interval (Efron 1987): returns ``(low, high, z0, a)``.
+
+    The percentile levels ``Φ(z0 + (z0 + z_α)/(1 − a(z0 + z_α)))`` are looked up in the bootstrap distribution.
+    Raises ``ValueError`` when z0 is infinite (every resample on one side of the estimate).
+    """
+    boot = np.asarray(boot, dtype=np.float64)
+    z0 = bca_z0(boot, point)
+    if not math.isfinite(z0):
+        raise ValueError("BCa bias correction is infinite: all resamples lie on one side of the estimate")
+    a = bca_acceleration(jack)
+    levels = []
+    for alpha in _alphas(level):
+        z = special.ndtri(alpha)
+        levels.append(float(special.ndtr(z0 + (z0 + z) / (1.0 - a * (z0 + z)))))
+    q = np.percentile(boot, [100 * levels[0], 100 * levels[1]])
+    return float(q[0]), float(q[1]), z0, a
+
+
+def interval(boot: np.ndarray, point: float | None, *, level: float = 0.95, method: str = "percentile",
+             jack: np.ndarray | None = None) -> Interval:
+    """The interval of ``method`` from a bootstrap distribution that may hold undefined (NaN) resamples.
+
+    NaN resamples are dropped and counted; with more than ``MAX_UNDEFINED_FRACTION`` of them, or an undefined
+    point estimate, the interval is undefined.  BCa falls back to percentile (with a warning) where its bias
+    correction is infinite.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown interval method {method!r} (expected one of {', '.join(METHODS)})")
+    boot = np.asarray(boot, dtype=np.float64).ravel()
+    ok = np.isfinite(boot)
+    n_drop = int(boot.size - ok.sum())
+    warnings: list[str] = []
+    if n_drop:
+        warnings.append(f"{n_drop} of {boot.size} bootstrap resamples gave an undefined value and were dropped")
+    if point is None or not math.isfinite(point):
+        return Interval(None, None, method, level, boot.size, n_drop, warnings)
+    if boot.size == 0 or n_drop > MAX_UNDEFINED_FRACTION * boot.size:
+        warnings.append(f"interval undefined: more than {MAX_UNDEFINED_FRACTION:.0%} of the resamples are undefined")
+        return Interval(None, None, method, level, boot.size, n_drop, warnings)
+    good = boot[ok]
+    if method == "bca":
+        if jack is None:
+            raise ValueError("BCa needs the jackknife values")
+        try:
+            lo, hi, _z0, _a = bca_interval(good, point, jack, level)
+            return Interval(lo, hi, method, level, boot.size, n_drop, warnings)
+        except ValueError as exc:
+            warnings.append(f"{exc}; percentile interval used instead")
+            lo, hi = percentile_interval(good, level)
+            return Interval(lo, hi, "percentile", level, boot.size, n_drop, warnings)
+    lo, hi = percentile_interval(good, level)
+    return Interval(lo, hi, method, level, boot.size, n_drop, warnings)
+
+
+@attrs.frozen
+class CI:
+    point: float
+    low: float | None
+    high: float | None
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, *, rng: np.random.Generator, n_resamples: int = 2000,
+                 level: float = 0.95, method: str = "percentile", units: Sequence | None = None) -> CI:
+    """Bootstrap CI of the mean of ``values`` (units: optional cluster labels, resampled whole)."""
+    x = np.asarray(values, dtype=np.float64)
+    if units is None:
+        inv = np.arange(x.size)
+        n_units = x.size
+    else:
+        _, inv = np.unique(np.asarray(units), return_inverse=True)
+        n_units = int(inv.max()) + 1
+    us = np.zeros((n_units, 2))
+    np.add.at(us, (inv, 0), x)
+    np.add.at(us, (inv, 1), 1.0)
+    point = float(x.mean())
+    sums = bootstrap_sums(us, rng=rng, n_resamples=n_resamples)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = sums[:, 0] / sums[:, 1]
+        jk = jackknife_sums(us)
+        jack = jk[:, 0] / jk[:, 1]
+    iv = interval(boot, point, level=level, method=method, jack=jack)
+    return CI(point, iv.low, iv.high)
+
+
+def bootstrap_pvalue(boot_diff: np.ndarray) -> float:
+    """Two-sided p-value of "difference = 0" from the paired bootstrap distribution of the difference.
+
+    ``p = min(1, 2 · min((1 + #{Δ* ≤ 0}) / (B + 1), (1 + #{Δ* ≥ 0}) / (B + 1)))``: the smallest α at which the
+    (1 − α) percentile interval excludes 0, with the +1 that keeps a Monte Carlo p-value above 0.
+    """
+    d = np.asarray(boot_diff, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan")
+    b = d.size
+    le = (1 + int((d <= 0).sum())) / (b + 1)
+    ge = (1 + int((d >= 0).sum())) / (b + 1)
+    return float(min(1.0, 2.0 * min(le, ge)))
+
+
+# --------------------------------------------------------------------------- analytic side
+
+def wilson_interval(successes: int, nobs: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (statsmodels ``proportion_confint(method="wilson")``)."""
+    lo, hi = proportion_confint(int(successes), int(nobs), alpha=1.0 - level, method="wilson")
+    return float(lo), float(hi)
+
+
+def clopper_pearson_interval(successes: int, nobs: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval for a proportion (statsmodels ``method="beta"``)."""
+    lo, hi = proportion_confint(int(successes), int(nobs), alpha=1.0 - level, method="beta")
+    return float(0.0 if np.isnan(lo) else lo), float(1.0 if np.isnan(hi) else hi)
+
+
+def fisher_z_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Fisher-z interval for Pearson's ρ: tanh(atanh(r) ± z_{(1+level)/2} / √(n − 3)); needs n > 3 and |r| < 1."""
+    if n <= 3 or not -1.0 < r < 1.0:
+        raise ValueError("the Fisher-z interval needs n > 3 and |r| < 1")
+    z = math.atanh(r)
+    half = float(special.ndtri(0.5 + level / 2.0)) / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+@attrs.frozen
+class TestResult:
+    statistic: float | None
+    p_value: float | None
+    detail: dict = attrs.field(factory=dict)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+def mcnemar_test(treatment: np.ndarray, baseline: np.ndarray) -> TestResult:
+    """McNemar test on paired booleans (statsmodels), exact binomial when discordant pairs < ``MCNEMAR_EXACT_BELOW``,
+    else χ² with continuity correction.  ``detail`` holds the 2×2 table (rows: baseline true/false; columns:
+    treatment true/false)."""
+    t = np.asarray(treatment, dtype=bool)
+    b = np.asarray(baseline, dtype=bool)
+    table = np.array([[int((b & t).sum()), int((b & ~t).sum())],
+                      [int((~b & t).sum()), int((~b & ~t).sum())]])
+    discordant = int(table[0, 1] + table[1, 0])
+    exact = discordant < MCNEMAR_EXACT_BELOW
+    if discordant == 0:
+        return TestResult(0.0, 1.0, {"table": table.tolist(), "exact": True},
+                          ("no discordant pairs: McNemar p-value is 1",))
+    res = _sm_mcnemar(table, exact=exact, correction=True)
+    return TestResult(float(res.statistic), float(res.pvalue), {"table": table.tolist(), "exact": exact})
+
+
+def paired_t_test(treatment: np.ndarray, baseline: np.ndarray) -> TestResult:
+    """Paired t test (scipy ``ttest_rel``) on per-item values."""
+    t = np.asarray(treatment, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if t.size < 2:
+        return TestResult(None, None, {}, ("paired t test needs at least 2 pairs",))
+    d = t - b
+    if np.all(d == d[0]):
+        if d[0] == 0:
+            return TestResult(0.0, 1.0, {}, ("all paired differences are 0: p-value is 1",))
+        return TestResult(None, None, {}, ("paired differences have no variance: t test undefined",))
+    res = sps.ttest_rel(t, b)
+    return TestResult(float(res.statistic), float(res.pvalue))
+
+
+def wilcoxon_test(treatment: np.ndarray, baseline: np.ndarray) -> TestResult:
+    """Wilcoxon signed-rank test (scipy, zero differences dropped, exact or normal as scipy chooses)."""
+    d = np.asarray(treatment, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    nz = int((d != 0).sum())
+    if nz == 0:
+        return TestResult(0.0, 1.0, {}, ("all paired differences are 0: p-value is 1",))
+    res = sps.wilcoxon(d, zero_method="wilcox")
+    warn = () if nz == d.size else (f"{d.size - nz} zero difference(s) dropped by the Wilcoxon test",)
+    return TestResult(float(res.statistic), float(res.pvalue), {"nonzero": nz}, warn)
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment: sorted p_(i) · (m − i + 1), running maximum, capped at 1.
+
+    Same numbers as ``multipletests(method="holm")`` (checked in the tests), which we do not call for Holm only
+    because that branch runs ``gc.collect()`` on every call (≈0.3 s per family next to a large plan in memory).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(p[order] * np.arange(m, 0, -1))
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def adjust_pvalues(p_values: Sequence[float | None], method: str) -> list[float | None]:
+    """Multiple-comparison adjustment (statsmodels ``multipletests``); None entries stay None and do not count."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r} (expected one of {', '.join(CORRECTIONS)})")
+    idx = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
+    out: list[float | None] = [None] * len(p_values)
+    if not idx:
+        return out
+    ps = np.array([p_values[i] for i in idx], dtype=np.float64)
+    sm = CORRECTIONS[method]
+    if sm is None:
+        adj = ps
+    elif sm == "holm":
+        adj = holm(ps)
+    else:
+        adj = multipletests(ps, method=sm)[1]
+    for i, p in zip(idx, adj):
+        out[i] = float(p)
+    return out

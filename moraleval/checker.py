@@ -317,8 +317,9 @@ class _Checker:
             return root, "the spec's data line"
         candidates = [
             (user_data_dir(), "the user data directory (moraleval data fetch)"),
-            (Path.cwd() / SHARED_DATA, "../shared/data (development)"),
-            (Path(self.source.path).resolve().parent.parent / SHARED_DATA, "../shared/data next to the checkout"),
+            ((Path.cwd() / SHARED_DATA).resolve(), "../shared/data (development)"),
+            ((Path(self.source.path).resolve().parent.parent / SHARED_DATA).resolve(),
+             "../shared/data next to the checkout"),
         ]
         for root, reason in candidates:
             if root.is_dir() and any(root.iterdir()):
@@ -398,18 +399,22 @@ class _Checker:
 
         result = run_pipeline(ds, consts, load, on_error=on_error)
         result.files_read = files_read
-        if self.mode == "check":
+        if self.mode == "check" and root != sample_data_dir():
+            absent = []
             for rel, decl in declared.items():
-                if rel in files_read or rel in cache:
-                    continue
+                if rel in files_read or rel in cache or decl.upstream is None:
+                    continue  # read (or reported) above; files with no upstream are local
                 try:
                     path = resolve_data_path(root, rel) if root else None
                 except UnsafePath as exc:
                     self.error(exc.message, decl, exc.hint, src, code="E133")
                     continue
                 if path is None or not path.is_file():
-                    self.warn(f"declared data file '{rel}' is not present"
-                              f"{' under ' + str(root) if root else ''}", decl, fetch_hint, src, code="W130")
+                    absent.append(decl)
+            if absent:
+                self.warn(f"{len(absent)} declared data file(s) of dataset '{ds.name}' not selected here are "
+                          f"absent{' from ' + str(root) if root else ''}: " + ", ".join(d.path for d in absent),
+                          absent[0], fetch_hint, src, code="W132")
         for sample in (s for s in ds.body if isinstance(s, n.Sample)):
             self._check_sample(sample, result, src)
         if not result.rows and files_read:
@@ -630,6 +635,8 @@ class _Checker:
         for m in stmts:
             src = self._src(m)
             self.current = src
+            if m.params:
+                continue  # a formula used by other metrics; checked where it is used
             task = m.task
             if task is None:
                 if len(tasks) == 1:
@@ -644,8 +651,6 @@ class _Checker:
                 self.error(f"metric '{m.name}' is on unknown task '{task}'", m, did_you_mean(task, tasks), src,
                            code="E171")
                 continue
-            if m.params:
-                continue  # a formula used by other metrics; checked where it is used
             rt = tasks[task]
             ds = datasets[rt.dataset]
             chooses = {c.choose.name for c in rt.conditions}

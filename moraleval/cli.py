@@ -355,7 +355,10 @@ def cmd_data_fetch(args) -> int:
     for f in (s for s in ds.body if isinstance(s, n.FileDecl)):
         if args.only and f.path not in args.only:
             continue
-        upstream = f.upstream or f.path
+        if f.upstream is None:
+            print(f"skipping {f.path}: it has no 'upstream' path (a local file, e.g. a shipped sample)")
+            continue
+        upstream = f.upstream
         if origin.kind == "github":
             if not origin.commit:
                 raise MoralevalError(f"dataset '{ds.name}': a github origin needs a pinned commit")

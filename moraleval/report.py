@@ -74,12 +74,23 @@ def _float(x: float) -> float | str:
 
 def jsonable(obj: Any) -> Any:
     """Plain JSON data with deterministic floats (see the module doc); attrs objects via ``to_json``/asdict."""
-    if obj is None or isinstance(obj, (bool, str)):
+    t = type(obj)
+    if obj is None or t is bool or t is str:
         return obj
+    if t is float:
+        return _float(obj)
+    if t is int:
+        return obj
+    if t is dict:
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (bool, str)):
+        return bool(obj) if isinstance(obj, bool) else str(obj)
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):
-        return _float(obj)
+        return _float(float(obj))
     try:
         import numpy as np
 
@@ -219,7 +230,8 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
         "format": REPORT_FORMAT,
         "study": plan.study,
         "spec": {"file": Path(plan.spec_path).name, "sha256": plan.spec_sha256,
-                 "imports": {_relative_to_spec(plan, p): h for p, h in sorted(plan.imports.items())}},
+                 "imports": dict(sorted((_relative_to_spec(plan, str(_resolve_import(plan, p))), h)
+                                        for p, h in plan.imports.items()))},
         "params": plan.params,
         "model": ({"key": model_key(dict(identity)), "identity": dict(identity)} if identity is not None else None),
         "tasks": task_info,
@@ -387,11 +399,13 @@ def _seeds(plan: Plan) -> dict[str, Any]:
 
 
 def _resolve_import(plan: Plan, path: str) -> Path:
+    """An imported spec's file: absolute as given, else relative to the spec's directory if it is there,
+    else relative to the working directory (how the planner records it)."""
     p = Path(path)
     if p.is_absolute():
         return p
     cand = _spec_dir(plan) / p
-    return cand if cand.exists() else p.resolve()
+    return cand.resolve() if cand.exists() else p.resolve()
 
 
 def _build_manifest(plan: Plan, identity: Mapping[str, Any] | None, backend: Any, outputs: dict[str, str],

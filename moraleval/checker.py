@@ -370,11 +370,13 @@ class _Checker:
                            f"add to dataset '{ds.name}': file \"{rel}\" sha256 \"{actual}\" "
                            f"(after checking the file is the one you mean)", src, code="E134")
                 return None
-            if actual != decl.sha256:
+            if actual != decl.sha256 and re.fullmatch(r"[0-9a-f]{64}", decl.sha256):
+                restore = (f"moraleval data fetch {ds.name} --only {rel}" if origin and decl.upstream
+                           else "copy the original file into the data root")
                 self.error(f"data file '{rel}' does not match its pinned sha256 (file {path}; expected "
                            f"{decl.sha256}, actual {actual})", decl,
-                           "the file was altered or is another version: restore the original "
-                           f"({fetch_hint.split(' or ')[0]}), or, if the change is intended, pin the new hash",
+                           f"the file was altered or is another version: restore the original ({restore}); "
+                           f"if the change is intended, pin the new hash: sha256 \"{actual}\"",
                            src, code="E135")
                 return None
             try:
@@ -393,6 +395,10 @@ class _Checker:
                 name = exc.node.name if isinstance(exc.node, n.Name) else ""
                 hint = did_you_mean(name, exc.names) or ("columns here: " + ", ".join(sorted(exc.names)[:20]))
                 message = f"unknown column '{name}' in dataset '{ds.name}'"
+            elif message.startswith("unknown function") and isinstance(exc.node, n.Call):
+                name = exc.node.func
+                hint = did_you_mean(name, ROW_FUNCTIONS) or "functions: " + ", ".join(sorted(ROW_FUNCTIONS))
+                message = f"unknown function '{name}' in dataset '{ds.name}'"
             elif exc.row:
                 message = f"{message} (in {exc.row})"
             self.error(message, exc.node, hint, src, code="E137")
@@ -415,9 +421,11 @@ class _Checker:
                 self.warn(f"{len(absent)} declared data file(s) of dataset '{ds.name}' not selected here are "
                           f"absent{' from ' + str(root) if root else ''}: " + ", ".join(d.path for d in absent),
                           absent[0], fetch_hint, src, code="W132")
+        if not result.columns_known:
+            result.columns = []  # unknown: checks that need the columns are skipped (the cause is reported)
         for sample in (s for s in ds.body if isinstance(s, n.Sample)):
             self._check_sample(sample, result, src)
-        if not result.rows and files_read:
+        if not result.rows and files_read and result.columns_known:
             self.warn(f"dataset '{ds.name}' has no rows left after its filters", ds, source=src, code="W131")
         return result
 
@@ -464,6 +472,8 @@ class _Checker:
         if isinstance(content, n.Name):
             if content.name in templates:
                 return (content.name, None, None, content)
+            if any(t.name == content.name for t in self._all_templates()):
+                return None  # declared, but its text has an error (reported there)
             self.error(f"unknown template '{content.name}'", content,
                        did_you_mean(content.name, templates) or "define it with: template NAME = \"...\"",
                        self._src(turn), code="E141")
@@ -490,6 +500,7 @@ class _Checker:
             self.error(f"task '{t.name}' has no conditions", t, "add at least: condition Q { human ... }", src,
                        code="E152")
         resolved = []
+        reported_cycles: set[frozenset[str]] = set()
         task_lets = {}
         for let in t.lets:
             task_lets[let.name] = self._const(let.value, {**consts, **task_lets}, let)
@@ -506,8 +517,11 @@ class _Checker:
                     ok = False
                     break
                 if parent.name in chain:
-                    self.error(f"conditions extend each other in a cycle: {' -> '.join(chain + [parent.name])}",
-                               node, source=src, code="E154")
+                    cycle = frozenset(chain[chain.index(parent.name):])
+                    if cycle not in reported_cycles:
+                        reported_cycles.add(cycle)
+                        self.error(f"conditions extend each other in a cycle: {' -> '.join(chain + [parent.name])}",
+                                   node, "one of them must not extend the other", src, code="E154")
                     ok = False
                     break
                 chain.append(parent.name)
@@ -575,8 +589,8 @@ class _Checker:
                 hint = did_you_mean(var, known)
                 if ds.columns or consts or c.lets:
                     hint = hint or ("available: " + ", ".join(sorted(known)[:25]))
-                if not ds.rows and not ds.files_read:
-                    continue  # the data is absent (already reported); columns are unknown
+                if not ds.columns:
+                    continue  # the data is absent or unreadable (already reported); columns are unknown
                 self.error(f"unknown variable '{var}' in template "
                            f"{'of condition ' + repr(c.name) if name == 'inline' else repr(name)} "
                            f"(task '{c.task}', dataset '{ds.name}')", None, hint, tsrc, code="E143", span=span)
@@ -654,6 +668,7 @@ class _Checker:
             rt = tasks[task]
             ds = datasets[rt.dataset]
             chooses = {c.choose.name for c in rt.conditions}
+            chooses |= {ch.name for ch in [rt.node.choose, *(c.choose for c in rt.node.conditions)] if ch}
             ctx = _MetricContext(self, m, src, ds, chooses, consts, by_name)
             expr = ctx.inline(m.value, {}, [m.name])
             if expr is None:
@@ -724,6 +739,7 @@ class _Checker:
 
     def _check_comparisons(self, comparisons, metrics: list[ResolvedMetric], tasks) -> None:
         by_name = {m.name: m for m in metrics}
+        declared = {s.name for s in self._body_cache if isinstance(s, n.Metric) and not s.params}
         for cmp in comparisons:
             src = self._src(cmp)
             if cmp.test not in TESTS:
@@ -733,11 +749,13 @@ class _Checker:
                            src, code="E185")
             for name in cmp.metrics:
                 m = by_name.get(name)
+                if m is None and name in declared:
+                    continue  # declared, but has its own error (reported there)
                 if m is None:
                     self.error(f"compare: unknown metric '{name}'", cmp, did_you_mean(name, by_name), src,
                                code="E186")
                     continue
-                conds = {c.name for c in tasks[m.task].conditions}
+                conds = {c.name for c in tasks[m.task].node.conditions}  # as written (a broken one is reported)
                 for a, b in cmp.pairs:
                     for c in (a, b):
                         if c not in conds:

@@ -7,6 +7,7 @@ I/O lives here; the checker turns the problems found into located diagnostics.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -116,6 +117,9 @@ class DatasetResult:
     dropped: dict[str, int] = attrs.Factory(dict)  # reason -> rows
     joins: dict[str, dict[str, Any]] = attrs.Factory(dict)  # join name -> {"file":..., "present": bool, ...}
     expanded_from: int | None = None
+    # False when a file the dataset reads could not be loaded: its columns are then unknown, and checks that
+    # need them (template variables, metric names) are skipped rather than reported as false errors
+    columns_known: bool = True
 
 
 class StatementError(Exception):
@@ -192,6 +196,7 @@ def run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, max_errors_per_
         for binding, rel in files:
             loaded = load(rel, read.format, read, False)
             if loaded is None:
+                result.columns_known = False
                 continue
             for r in loaded:
                 if binding:
@@ -226,6 +231,21 @@ def run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, max_errors_per_
                     for r in right:
                         for k in list(r):
                             r[k] = _convert_number(r[k])
+                right_columns = list(dict.fromkeys(k for r in right for k in r))
+                left_known = result.columns_known and bool(columns)
+                bad = [(side, k, cols) for lk, rk in stmt.keys
+                       for side, k, cols in (("the dataset's rows", lk, columns), (stmt.path, rk, right_columns))
+                       if k not in cols and (left_known or cols is right_columns)]
+                if bad:
+                    for side, k, cols in bad:
+                        close = difflib.get_close_matches(k, cols, n=1)
+                        _report(on_error, StatementError(
+                            f"join '{stmt.name}': no column '{k}' in {side}", stmt,
+                            f"did you mean '{close[0]}'?" if close else "columns: " + ", ".join(cols[:20])), stmt)
+                    for r in rows:
+                        r[stmt.name] = None
+                    columns.append(stmt.name)
+                    continue
                 index: dict[tuple, dict[str, Any]] = {}
                 for r in right:
                     key = tuple(key_string(r.get(rk)) for _, rk in stmt.keys)

@@ -87,7 +87,13 @@ def _prec(e: n.Expr) -> int:
         return _PRECEDENCE[e.op]
     if isinstance(e, n.IfElse):
         return 0
+    if isinstance(e, n.Literal) and _is_negative_number(e.value):
+        return _PRECEDENCE["neg"]  # "-3" is a negation when parsed: (-3).x, not -(3.x)
     return 9
+
+
+def _is_negative_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (v < 0 or str(v).startswith("-"))
 
 
 def to_source(e: n.Expr) -> str:

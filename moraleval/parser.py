@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,37 @@ def grammar_text() -> str:
     return checkout.read_text(encoding="utf-8")
 
 
+class _GluedKeyword(Exception):
+    def __init__(self, keyword: Token, rest: Token) -> None:
+        super().__init__(str(keyword))
+        self.keyword, self.rest = keyword, rest
+
+
+class _WholeWords:
+    """Post-lexer: a keyword must be a whole word.  Where only keywords may come next, the contextual lexer
+    would otherwise split 'metrics x = ...' into 'metric' 's' and read a metric named 's'."""
+
+    always_accept = ()
+
+    def process(self, stream):
+        prev = None
+        for tok in stream:
+            if (prev is not None and prev.type != "NAME" and prev.end_pos == tok.start_pos
+                    and _WORD.fullmatch(str(prev)) and _WORD_CHAR.match(str(tok))):
+                raise _GluedKeyword(prev, tok)
+            yield tok
+            prev = tok
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_WORD_CHAR = re.compile(r"[A-Za-z_0-9]")
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     # cache=True keeps the built LALR tables in the temp dir (keyed by the grammar's hash): ~0.5 s per start
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True,
+                postlex=_WholeWords())
 
 
 def _span(meta_or_token: Any) -> Span:
@@ -417,12 +445,56 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: Source) -> Diagnostic:
             message = f"unexpected {_describe(tok)}"
         hint = f"expected {_expected(expected)}"
         if "RBRACE" in expected and tok.type != "RBRACE":
-            hint += " (is a '}' missing above?)"
-        if tok.type == "NAME" and str(tok) in _KEYWORD_TYPOS:
-            hint = f"did you mean '{_KEYWORD_TYPOS[str(tok)]}'?"
+            opened = _open_brace(source.text, tok.start_pos if tok.start_pos is not None else len(source.text))
+            where = f"the block opened at {opened[0]}:{opened[1]} is not closed" if opened else "is a '}' missing?"
+            hint += f" ({where})"
+        typo = _keyword_typo(source, tok)
+        if typo is not None:
+            word, keyword, line, column = typo
+            message = f"unknown statement '{word}'"
+            hint = f"did you mean '{keyword}'?"
         if "EQUAL" in expected and tok.type == "COLON":
             hint = "use '=' here, not ':'"
     return Diagnostic(message, Span(line, column), source, hint, code="E001")
+
+
+_SKIP = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*', re.S)
+
+
+def _open_brace(text: str, end: int) -> tuple[int, int] | None:
+    """(line, column) of the innermost '{' still open at ``end`` (strings and comments skipped)."""
+    stack: list[int] = []
+    i = 0
+    while i < end:
+        m = _SKIP.match(text, i)
+        if m:
+            i = m.end()
+            continue
+        if text[i] == "{":
+            stack.append(i)
+        elif text[i] == "}" and stack:
+            stack.pop()
+        i += 1
+    if not stack:
+        return None
+    pos = stack[-1]
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def _keyword_typo(source: Source, tok: Token) -> tuple[str, str, int, int] | None:
+    """(word, keyword, line, column) when the statement at the error starts with a misspelt keyword.
+
+    The contextual lexer splits a word that starts with a keyword ('metrics' -> 'metric' 's'), so the error
+    token is often the word after the typo: look at the first word of the error's line as well.
+    """
+    if tok.type == "NAME" and str(tok) in _KEYWORD_TYPOS:
+        return str(tok), _KEYWORD_TYPOS[str(tok)], tok.line, tok.column
+    text = source.line_text(tok.line)
+    m = re.match(r"\s*([A-Za-z_]\w*)", text)
+    if m and m.group(1) in _KEYWORD_TYPOS and m.end(1) <= tok.column:
+        return m.group(1), _KEYWORD_TYPOS[m.group(1)], tok.line, m.start(1) + 1
+    return None
 
 
 _KEYWORD_TYPOS = {
@@ -438,6 +510,15 @@ def parse(source: Source) -> n.Spec:
         tree = _parser().parse(source.text)
     except UnexpectedInput as exc:
         raise SpecSyntaxError([_syntax_diagnostic(exc, source)]) from None
+    except _GluedKeyword as exc:
+        word = str(exc.keyword) + source.text[exc.rest.start_pos:].split(None, 1)[0]
+        word = _WORD.match(word).group(0)
+        hint = (f"did you mean '{_KEYWORD_TYPOS[word]}'?" if word in _KEYWORD_TYPOS
+                else f"'{exc.keyword}' is a keyword; put a space after it if '{word}' was meant as two words")
+        raise SpecSyntaxError([Diagnostic(f"unexpected '{word}'", Span(exc.keyword.line, exc.keyword.column,
+                                                                       exc.keyword.line,
+                                                                       exc.keyword.column + len(word)),
+                                          source, hint, code="E001")]) from None
     try:
         body = _ToNodes().transform(tree)
     except VisitError as exc:

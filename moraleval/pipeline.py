@@ -51,6 +51,8 @@ def run_spec(args) -> int:
             out = write_report(plan, measurement, outcomes, out_dir=args.out, backend=backend,
                                run_stats=outcomes.stats, started=started,
                                finished=datetime.now(timezone.utc))
+            for problem in cache.problems:
+                print(f"warning: cache: {problem}", file=sys.stderr)
         finally:
             cache.close()
     finally:

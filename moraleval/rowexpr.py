@@ -212,7 +212,7 @@ def compile_expr(expr: n.Expr, cells: dict[str, list] | None = None) -> Compiled
                 return op(a, b)
             except ZeroDivisionError:
                 raise EvalError("division by zero", expr) from None
-            except TypeError:
+            except (TypeError, OverflowError):
                 raise EvalError(f"cannot compute {_show(a)} {expr.op} {_show(b)}", expr) from None
         return binary
     if t is n.IfElse:
@@ -232,6 +232,8 @@ def compile_expr(expr: n.Expr, cells: dict[str, list] | None = None) -> Compiled
             iterable = iter_f(env)
             if isinstance(iterable, Mapping):
                 iterable = list(iterable)
+            elif not isinstance(iterable, (list, tuple, str)):
+                raise EvalError(f"'for {expr.var} in ...' needs a list, got {_show(iterable)}", expr.iterable)
             out = []
             for value in iterable:
                 cell[0] = value
@@ -252,7 +254,7 @@ def compile_expr(expr: n.Expr, cells: dict[str, list] | None = None) -> Compiled
             args = [f(env) for f in arg_fs]
             try:
                 return fn(*args)
-            except (TypeError, ValueError, AttributeError) as exc:
+            except (TypeError, ValueError, AttributeError, ArithmeticError, LookupError) as exc:
                 raise EvalError(f"{expr.func}({', '.join(_show(a) for a in args)}) failed: {exc}", expr) from None
         return call
 

@@ -1,0 +1,114 @@
+"""Golden diagnostics: each ``tests/fixtures/errors/<case>.me`` is one authoring mistake, and ``<case>.err`` is
+exactly what ``moraleval`` prints for it (file:line:col, message, source line, caret, hint).
+
+A fixture's leading comments choose the command: ``# args: plan --set x=1`` (default ``check``) and
+``# exit: 0`` (default 2).  The data root is a tiny one made for each test (``conftest.make_tiny_data_root``);
+its path is shown as ``<data>`` in the golden files.  Regenerate after an intended change of wording with
+``MORALEVAL_REGEN_GOLDEN=1 pytest tests/test_errors.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from moraleval.checker import check
+from moraleval.cli import main
+from moraleval.errors import SpecCheckError, SpecError, SpecSyntaxError
+from moraleval.parser import parse_text
+
+FIXTURES = Path(__file__).parent / "fixtures" / "errors"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.me"))
+REGEN = os.environ.get("MORALEVAL_REGEN_GOLDEN") == "1"
+
+
+def _directives(text: str) -> tuple[list[str], int]:
+    args, code = ["check"], 2
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if m := re.match(r"#\s*args:\s*(.*)", line):
+            args = shlex.split(m.group(1))
+        elif m := re.match(r"#\s*exit:\s*(\d+)", line):
+            code = int(m.group(1))
+    return args, code
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_case(case: str, data: Path, capsys, monkeypatch) -> tuple[int, str, int]:
+    spec = FIXTURES / f"{case}.me"
+    args, expected_code = _directives(spec.read_text(encoding="utf-8"))
+    monkeypatch.chdir(FIXTURES)
+    command, *rest = args
+    code, _, err = run_cli([command, spec.name, "--data", str(data), *rest], capsys)
+    err = err.replace(str(data.resolve()), "<data>").replace(str(data), "<data>")
+    err = err.replace(str(data.parent.resolve()), "<tmp>").replace(str(data.parent), "<tmp>")
+    return code, err, expected_code
+
+
+def test_there_are_enough_cases():
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_diagnostics(case, tiny_data, capsys, monkeypatch):
+    code, err, expected_code = run_case(case, tiny_data, capsys, monkeypatch)
+    assert "Traceback" not in err
+    golden = FIXTURES / f"{case}.err"
+    if REGEN:
+        golden.write_text(err, encoding="utf-8")
+    assert err == golden.read_text(encoding="utf-8")
+    assert code == expected_code
+    if expected_code == 2:
+        # the first diagnostic points at this file, with line and column
+        assert re.match(rf"({case}\.me:\d+:\d+: |error: )", err), err
+
+
+def test_three_mistakes_give_three_diagnostics_in_one_run(tiny_data, capsys, monkeypatch):
+    code, err, _ = run_case("three_mistakes", tiny_data, capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert len(re.findall(r"^three_mistakes\.me:\d+:\d+: error: ", err, re.M)) == 3
+
+
+def test_check_summary_counts_errors_and_warnings(tiny_data, capsys, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    assert main(["check", "three_mistakes.me", "missing_file_check.me", "--data", str(tiny_data)]) == 2
+    out = capsys.readouterr().out
+    assert "three_mistakes.me: FAILED (3 errors, 0 warnings)" in out
+    assert "missing_file_check.me: ok (0 errors, 1 warning)" in out
+
+
+def test_syntax_and_check_errors_are_spec_errors(tiny_data):
+    with pytest.raises(SpecSyntaxError) as syntax:
+        check(FIXTURES / "missing_brace.me", data_root=str(tiny_data))
+    with pytest.raises(SpecCheckError) as checked:
+        check(FIXTURES / "unknown_column.me", data_root=str(tiny_data))
+    for exc in (syntax.value, checked.value):
+        assert isinstance(exc, SpecError) and exc.exit_code == 2
+        assert len(exc.diagnostics) == 1 and exc.diagnostics[0].span is not None
+
+
+def test_debug_shows_the_traceback(tiny_data, monkeypatch):
+    """--debug is the one way to get a traceback: the error propagates."""
+    monkeypatch.chdir(FIXTURES)
+    with pytest.raises(SpecCheckError):
+        main(["--debug", "plan", "unknown_column.me", "--data", str(tiny_data)])
+
+
+def test_parse_error_in_an_import_points_into_the_imported_file(tmp_path, tiny_data):
+    (tmp_path / "lib.me").write_text("moraleval 1\nlet x = (1 + \n")
+    (tmp_path / "main.me").write_text('moraleval 1\nimport "lib.me"\n')
+    with pytest.raises(SpecError) as info:
+        check(tmp_path / "main.me", data_root=str(tiny_data))
+    [d] = info.value.errors
+    assert d.source.path.endswith("lib.me") and d.message == "the file ends in the middle of a statement"
+    assert parse_text("moraleval 1\n").body  # the main file itself is fine

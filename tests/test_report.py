@@ -1,0 +1,220 @@
+"""Report files: content, determinism, manifest + verify, re-rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fakes import FakeBackend, FakeMeasurement, make_plan, write_toy_inputs  # noqa: E402
+
+from moraleval.cache import ResponseCache  # noqa: E402
+from moraleval.report import (build_report, dumps_json, jsonable, rerender, verify_report,  # noqa: E402
+                              write_report)
+from moraleval.measure import measure  # noqa: E402
+from moraleval.results import ComparisonResult, Estimate  # noqa: E402
+from moraleval.runner import run_plan  # noqa: E402
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    inputs = write_toy_inputs(tmp_path / "in")
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    import hashlib
+
+    backend = FakeBackend(files={str(model): hashlib.sha256(b"weights").hexdigest()})
+    plan = make_plan(8, **inputs)
+    outcomes = run_plan(plan, backend, cache=ResponseCache(":memory:"), progress=False)
+    return plan, backend, outcomes, tmp_path, model
+
+
+def _write(setup, name: str = "out"):
+    plan, backend, outcomes, tmp, _model = setup
+    return write_report(plan, measure(plan, outcomes), outcomes, out_dir=tmp / name, backend=backend,
+                        run_stats=outcomes.stats)
+
+
+def test_files_and_content(setup) -> None:
+    plan = setup[0]
+    out = _write(setup)
+    for name in ("report.json", "samples.jsonl", "manifest.json", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "moraleval-report/1"
+    est = report["estimates"]
+    assert [(e["metric"], e["condition"]) for e in est][:4] == [("acc", "Q"), ("acc", "IF"), ("acc", "CoT"),
+                                                                  ("acc", "CoT2")]
+    assert {"value", "ci_low", "ci_high", "n", "method", "resamples", "unit"} <= set(est[0])
+    assert report["comparisons"][0]["treatment"] == "IF" and "p_adjusted" in report["comparisons"][0]
+    assert report["dropped"]["datasets"] == {"toy": {"missing target": 1}}
+    assert report["dropped"]["measurement"] == {"answer": {"invalid_outcome": 0, "no_outcome": 0,
+                                                           "undefined_values": 0}}
+    assert [m["formula"] for m in report["metrics"]] == ["mean(pred == label)", "pearson(prob(pred, 0), x)"]
+    assert report["spec"]["file"] == "toy.me" and report["spec"]["imports"] == {"lib.me": plan.imports[
+        next(iter(plan.imports))]}
+    text = (out / "report.json").read_text()
+    tmp = setup[3]
+    assert str(tmp / "in") not in text and str(out) not in text  # no spec/data/output locations
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", text) and "finished" not in text  # no timestamps
+
+
+def test_samples_in_plan_order_with_rendered_prompts(setup) -> None:
+    plan, backend, outcomes, *_ = setup
+    out = _write(setup)
+    lines = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert [(s["task"], s["condition"], s["row"]) for s in lines] == [(i.task, i.condition, i.row) for i in plan.items]
+    cot = next(s for s in lines if s["condition"] == "CoT")
+    assert set(cot["prompts"]) == {"generate:reasoning", "score"}
+    assert cot["prompts"]["score"].startswith("\n\nHuman: Row 0")
+    assert cot["generated"]["reasoning"] in cot["prompts"]["score"]
+    assert len(cot["logprobs"]) == 3 and cot["readout"]["pred"] in (0, 1, 2) and cot["readout"]["status"] == "ok"
+    assert len(cot["readout"]["probs"]) == 3
+    assert cot["values"] == {"group": "young", "label": 0, "x": 0.0, "q": 0}
+
+
+def test_same_inputs_same_bytes(setup) -> None:
+    a, b = _write(setup, "a"), _write(setup, "b")
+    for name in ("report.json", "samples.jsonl", "report.md", "report.html"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    ma.pop("not_hashed"), mb.pop("not_hashed")
+    assert ma == mb
+
+
+def test_manifest(setup) -> None:
+    plan, _backend, _outcomes, _tmp, model = setup
+    out = _write(setup)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["spec"]["sha256"] == plan.spec_sha256
+    assert man["data_files"] == plan.data_files and man["data_root"] == str(Path(plan.data_root).resolve())
+    assert man["model_files"] == {str(model): man["backend"]["identity"]["files"][str(model)]}
+    assert {"moraleval", "python", "onnxruntime", "numpy", "statsmodels", "lark", "jinja2"} <= set(man["versions"])
+    assert man["seeds"] == {"bootstrap": 0, "generate": {"reasoning": [1]}, "datasets": {"toy": {"seed": 7}}}
+    import hashlib
+
+    assert man["outputs"]["report.json"] == hashlib.sha256((out / "report.json").read_bytes()).hexdigest()
+    assert man["not_hashed"]["finished"] and man["not_hashed"]["run"]["computed"] == 40
+
+
+class TestVerify:
+    def test_clean(self, setup) -> None:
+        assert verify_report(_write(setup)) == []
+
+    def test_edited_data_file(self, setup) -> None:
+        plan = setup[0]
+        out = _write(setup)
+        with open(Path(plan.data_root) / "toy" / "rows.jsonl", "a") as f:
+            f.write('{"row": 99}\n')
+        (problem,) = verify_report(out)
+        assert "data file" in problem and "rows.jsonl changed" in problem
+
+    def test_moved_data_root(self, setup, tmp_path: Path) -> None:
+        import shutil
+
+        plan = setup[0]
+        out = _write(setup)
+        moved = tmp_path / "moved-data"
+        shutil.move(plan.data_root, moved)
+        assert "missing" in verify_report(out)[0]
+        assert verify_report(out, data_root=moved) == []
+
+    def test_edited_report_json(self, setup) -> None:
+        out = _write(setup)
+        path = out / "report.json"
+        path.write_text(path.read_text().replace('"acc"', '"acc2"', 1))
+        (problem,) = verify_report(out)
+        assert "report.json changed" in problem
+
+    def test_edited_spec_import_samples_model_and_missing(self, setup) -> None:
+        plan, _b, _o, _t, model = setup
+        out = _write(setup)
+        Path(plan.spec_path).write_text("moraleval 1\n")
+        Path(next(iter(plan.imports))).write_text("changed\n")
+        (out / "samples.jsonl").write_text("")
+        model.write_bytes(b"other weights")
+        os.unlink(Path(plan.data_root) / "toy" / "rows.jsonl")
+        problems = "\n".join(verify_report(out))
+        for what in ("spec", "imported spec", "samples.jsonl changed", "model file", "rows.jsonl is missing"):
+            assert what in problems
+
+    def test_no_manifest(self, tmp_path: Path) -> None:
+        assert "missing" in verify_report(tmp_path)[0]
+
+
+def test_rerender_gives_same_md_and_html(setup) -> None:
+    out = _write(setup)
+    md, html = (out / "report.md").read_bytes(), (out / "report.html").read_bytes()
+    (out / "report.md").unlink()
+    (out / "report.html").unlink()
+    written = rerender(out)
+    assert written[:2] == [out / "report.md", out / "report.html"] and all(p.exists() for p in written)
+    assert (out / "report.md").read_bytes() == md and (out / "report.html").read_bytes() == html
+
+
+def test_markdown_and_html_content(setup) -> None:
+    out = _write(setup)
+    md = (out / "report.md").read_text()
+    assert "| metric | group | Q | IF | CoT | CoT2 |" in md
+    assert "## Comparisons" in md and "IF − Q" in md and "(holm)" in md
+    assert "| dataset toy | missing target | 1 |" in md
+    assert "`acc = mean(pred == label)`" in md
+    assert "plots/answer-acc.svg" in md and "plots/answer-rho-scatter.svg" in md  # pearson scatter
+    for name in ("answer-acc.svg", "answer-rho.svg", "answer-rho-scatter.svg"):
+        assert (out / "plots" / name).read_text().startswith("<svg")
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") == 3 and "src=" not in html and "<table>" in html  # self-contained
+
+
+def test_report_from_hand_built_estimates_with_groups(setup) -> None:
+    """Stubbed measurement (no measure.py needed): groups, undefined values, unordered input."""
+    plan, backend, outcomes, tmp, _m = setup
+    ests = [Estimate("acc", "answer", c, g, v, v - 0.1 if v is not None else None, v + 0.1 if v is not None else None,
+                     4, 2, "bca", 1000, "q")
+            for c in ("CoT", "Q") for g, v in (({"group": "old"}, 0.5), ({}, 0.25), ({"group": "young"}, None))]
+    comps = [ComparisonResult("acc", "answer", "CoT", "Q", {}, 0.1, -0.2, 0.4, "paired_t", 1.2, 0.0004, 0.0008,
+                              "holm", 8)]
+    meas = FakeMeasurement(tuple(ests), tuple(comps), {"answer": {"no target": 2}}, ())
+    out = write_report(plan, meas, outcomes, out_dir=tmp / "stub", backend=backend)
+    report = json.loads((out / "report.json").read_text())
+    assert [(e["condition"], e["group"]) for e in report["estimates"]] == [
+        ("Q", {}), ("Q", {"group": "old"}), ("Q", {"group": "young"}),
+        ("CoT", {}), ("CoT", {"group": "old"}), ("CoT", {"group": "young"})]
+    md = (out / "report.md").read_text()
+    assert "| acc | group=young | undefined | – | undefined | – |" in md
+    assert "<0.001" in md and "| measurement answer | no target | 2 |" in md
+    assert verify_report(out) == []
+
+
+def test_float_serialisation() -> None:
+    assert jsonable(0.1 + 0.2) == 0.3
+    assert jsonable(1 / 3) == 0.3333333333
+    assert jsonable(-0.0) == 0.0 and str(jsonable(-1e-300 * 1e-300)) == "0.0"
+    assert jsonable([math.inf, -math.inf, math.nan]) == ["inf", "-inf", "nan"]
+    assert jsonable({"a": np.float32(0.5), "b": np.int64(3), "c": np.bool_(True), "d": (1, 2)}) == \
+        {"a": 0.5, "b": 3, "c": True, "d": [1, 2]}
+    assert dumps_json({"b": 1, "a": 2.0}, indent=None) == '{"a":2.0,"b":1}'
+
+
+def test_report_order_independent_of_measurement_order(setup) -> None:
+    plan, _backend, outcomes, *_ = setup
+    m = measure(plan, outcomes)
+    rev = FakeMeasurement(tuple(reversed(m.estimates)), tuple(reversed(m.comparisons)), m.dropped, m.readouts, m.warnings)
+    assert dumps_json(build_report(plan, m, outcomes)) == dumps_json(build_report(plan, rev, outcomes))
+
+
+def test_items_without_outcome_are_counted(setup) -> None:
+    plan, backend, _o, tmp, _m = setup
+    partial = run_plan(plan, FakeBackend(), cache=ResponseCache(":memory:"), limit=5, progress=False)
+    out = write_report(plan, measure(plan, partial), partial, out_dir=tmp / "partial", backend=backend)
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["items_answered"] == 5 and report["counts"]["items"] == len(plan.items)
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 5

@@ -29,8 +29,8 @@ from moraleval.rowexpr import ROW_FUNCTIONS, EvalError, evaluate
 from moraleval.source import Source, Span
 
 SUPPORTED_VERSIONS = (1,)
-AGGREGATES = {"mean": (1, 1), "sum": (1, 1), "count": (1, 1), "pearson": (2, 2)}
-ITEM_FUNCTIONS = {"prob": (2, 2), "logprob": (2, 2), "abs": (1, 1), "log": (1, 1), "exp": (1, 1),
+AGGREGATES = {"mean": (1, 1), "sum": (1, 1), "count": (0, 1), "pearson": (2, 2)}
+ITEM_FUNCTIONS = {"prob": (2, 2), "logprob": (2, 2), "abs": (1, 1), "log": (1, 1), "exp": (1, 1), "sqrt": (1, 1),
                   "min": (2, 9), "max": (2, 9)}
 SCALAR_FUNCTIONS = {"abs": (1, 1), "sqrt": (1, 1), "min": (2, 9), "max": (2, 9), "log": (1, 1), "exp": (1, 1)}
 TESTS = ("bootstrap", "mcnemar", "paired_t", "wilcoxon")
@@ -182,8 +182,12 @@ class _Checker:
         self._check_comparisons(comparisons, metrics, tasks)
         reports = stmts(n.Report)
         report_by = reports[0].by if reports else ()
+        for extra in reports[1:]:
+            self.error("report is set twice", extra, "list every grouping column on one line: report by a, b",
+                       self._src(extra), code="E193")
         for r in reports:
-            self._check_columns(r.by, tasks, datasets, r, "report by")
+            self._check_columns([c for c in r.by if c not in ("task", "condition")], tasks, datasets, r,
+                                "report by")
         models, default_model = self._models(stmts(n.Model), consts)
 
         errors = [d for d in self.diagnostics if d.severity == "error"]
@@ -306,6 +310,8 @@ class _Checker:
         env = os.environ.get("MORALEVAL_DATA")
         if env:
             return Path(env), "MORALEVAL_DATA"
+        for extra in stmts[1:]:
+            self.error("the data root is set twice", extra, "keep one 'data' line", self._src(extra), code="E130")
         if stmts:
             d = stmts[0]
             if d.path == BUILTIN_SAMPLE:
@@ -583,9 +589,14 @@ class _Checker:
                 continue
             ast = self.env.parse(ttext)
             for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
-                if var in known or var in names_seen:
+                if var in known:
                     continue
                 span = _find_in_template(ttext, var, tspan)
+                if var in names_seen:
+                    self.error(f"template uses '{var}', the text of a generate step", None,
+                               "generated text is appended to its own assistant turn automatically; "
+                               "later turns see it as part of the dialogue", tsrc, code="E145", span=span)
+                    continue
                 hint = did_you_mean(var, known)
                 if ds.columns or consts or c.lets:
                     hint = hint or ("available: " + ", ".join(sorted(known)[:25]))
@@ -765,6 +776,10 @@ class _Checker:
                     if a == b:
                         self.error(f"compare: '{a} vs {b}' compares a condition with itself", cmp, source=src,
                                    code="E188")
+                if cmp.test in ("paired_t", "wilcoxon") and not _is_item_mean(m.expr):
+                    self.error(f"compare: {cmp.test} compares per-item values, so it needs a metric of the form "
+                               f"mean(x ...) or sum(x ...); '{name}' is not", cmp,
+                               "use test bootstrap for ratios, correlations and differences", src, code="E189")
                 if cmp.test == "mcnemar" and not _is_proportion(m.expr):
                     self.error(f"compare: McNemar needs a proportion metric (mean of a yes/no per item); "
                                f"'{name}' is not", cmp, "use test bootstrap for ratios and differences", src,
@@ -949,6 +964,10 @@ class _MetricContext:
 def _is_expr(x: Any) -> bool:
     return isinstance(x, (n.Literal, n.Name, n.Attribute, n.Index, n.Unary, n.Binary, n.Compare, n.BoolOp,
                           n.IfElse, n.ListExpr, n.Comprehension, n.Call))
+
+
+def _is_item_mean(e: n.Expr) -> bool:
+    return isinstance(e, n.Call) and e.func in ("mean", "sum") and len(e.args) == 1
 
 
 def _is_proportion(e: n.Expr) -> bool:

@@ -243,8 +243,9 @@ def summarise_plan(plan, checked) -> str:
                  f"generate steps: {n_gen}; scoring calls: {len(plan.requests)}")
     lines.append("metrics: " + ", ".join(f"{m.name} [{m.task}]" for m in plan.metrics))
     b = plan.bootstrap
-    lines.append(f"bootstrap: {b.resamples} resamples, unit {','.join(b.unit) or 'row'}, {b.method}, "
-                 f"level {b.level}, seed {b.seed}")
+    units = "; ".join(f"{t}: {','.join(info.get('unit') or ['row'])}" for t, info in plan.tasks.items())
+    lines.append(f"bootstrap: {b.resamples} resamples, {b.method}, level {b.level}, seed {b.seed}; "
+                 f"resampling unit per task: {units}")
     if plan.comparisons:
         lines.append(f"comparisons: {len(plan.comparisons)} "
                      f"({', '.join(sorted({f'{c.test}/{c.correction}' for c in plan.comparisons}))})")
@@ -266,10 +267,16 @@ def _renderer(plan, model: str | None):
         factory = backend_factory(m["backend"])
     except MoralevalError:
         return None, name
-    render = getattr(factory, "render_prompt", None)
+    import inspect
+
+    # a backend may offer a cheap `render_prompt(prompt, **settings)` (class or module level) that applies the
+    # model's chat template without loading the model
+    render = getattr(factory, "render_prompt", None) or getattr(inspect.getmodule(factory), "render_prompt", None)
     if render is None:
         return None, name
-    return (lambda prompt: render(prompt, **m["settings"])), name
+    accepted = inspect.signature(render).parameters
+    settings = {k: v for k, v in m["settings"].items() if k in accepted}
+    return (lambda prompt: render(prompt, **settings)), name
 
 
 def show_prompts(plan, per_condition: int, model: str | None) -> str:
@@ -299,11 +306,12 @@ def show_prompts(plan, per_condition: int, model: str | None) -> str:
                 shown += 1
                 if shown >= per_condition:
                     break
-    if render is None:
+    chat = any(task["format"] == "chat" for task in plan.tasks.values())
+    if chat and render is None:
         out.append("\n(chat prompts are shown as turns; the model's chat template renders them"
                    + (f" — model '{name}' cannot render them here)" if name else ")"))
-    else:
-        out.append(f"\n(prompts rendered exactly as model '{name}' sees them)")
+    elif chat:
+        out.append(f"\n(chat prompts rendered exactly as model '{name}' sees them)")
     return "\n".join(out)
 
 

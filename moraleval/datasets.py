@@ -57,7 +57,8 @@ def sha256_file(path: Path) -> str:
 
 
 def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
-    """Rows of a jsonl/csv/tsv file as dicts (csv/tsv values stay strings; a numeric-looking value is not guessed)."""
+    """Rows of a jsonl/csv/tsv file as dicts (csv/tsv cells are strings here; the dataset pipeline turns cells
+    that are numbers into numbers, see ``_convert_number``)."""
     data = path.read_bytes().decode("utf-8")
     if fmt == "jsonl":
         rows = []

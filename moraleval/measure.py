@@ -401,6 +401,7 @@ class _Store:
         self.loc: list[tuple[_Block, int]] = []
         self.point: np.ndarray | None = None
         self.boot: np.ndarray | None = None
+        self.order: np.ndarray | None = None  # a unit order that keeps report groups together (speed only)
 
     def add(self, support: np.ndarray, vec: np.ndarray) -> int:
         skey = hashlib.blake2b(support.tobytes(), digest_size=16).digest()
@@ -432,13 +433,46 @@ class _Store:
         exact32 = all(np.array_equal(b.U, np.round(b.U)) and
                       float(np.abs(b.U).max(initial=0.0)) * self.n_units < 2.0**24 for b in blocks)
         dtype = np.float32 if exact32 else np.float64
-        mats = [b.U.astype(dtype) for b in blocks]
+        # Blocks whose units are a contiguous range once the units are put in ``self.order`` (report groups
+        # next to each other) read a slice of the permuted count matrix; others gather their columns.
+        plans = []
+        inv = None
+        if self.order is not None:
+            inv = np.empty(self.n_units, np.intp)
+            inv[self.order] = np.arange(self.n_units)
+        for b in blocks:
+            u = b.U.astype(dtype)
+            small = 4 * b.support.size < self.n_units
+            if b.full:
+                plans.append(("full", None, u))
+                continue
+            if inv is not None and b.support.size:
+                p = inv[b.support]
+                srt = np.argsort(p, kind="stable")
+                lo, hi = int(p[srt[0]]), int(p[srt[-1]]) + 1
+                if hi - lo == b.support.size:
+                    u = u[srt]
+                    plans.append(("slice", slice(lo, hi), np.ascontiguousarray(u.T) if small else u))
+                    continue
+            plans.append(("take", b.support, np.ascontiguousarray(u.T) if small else u))
+        use_perm = any(kind == "slice" for kind, _, _ in plans)
         pos = 0
         for w in stats.resample_counts(rng, self.n_units, resamples, dtype=dtype):
             rows = w.shape[0]
-            for b, u in zip(blocks, mats):
-                wb = w if b.full else w[:, b.support]
-                self.boot[pos: pos + rows, b.gids] = wb @ u
+            wp = np.take(w, self.order, axis=1) if use_perm else None
+            for b, (kind, sel, u) in zip(blocks, plans):
+                if kind == "full":
+                    wb = w
+                elif kind == "slice":
+                    wb = wp[:, sel]
+                else:
+                    wb = np.take(w, sel, axis=1)
+                if 4 * wb.shape[1] < self.n_units:
+                    # a small block: numpy's own loop (u is stored transposed) beats a multi-threaded BLAS call,
+                    # whose start-up dominates at this size
+                    self.boot[pos: pos + rows, b.gids] = np.einsum("ij,kj->ik", wb, u)
+                else:
+                    self.boot[pos: pos + rows, b.gids] = wb @ u
             pos += rows
 
     def units_used(self, gids: Sequence[int]) -> np.ndarray:
@@ -479,26 +513,37 @@ class _TaskData:
         self.warnings: list[str] = []
         # resampling units: the joint value of the unit columns, or PlanItem.unit (numbered in plan order)
         if unit_cols:
-            keys: list[Any] = [tuple(it.values.get(c, _MISSING) for c in unit_cols) for it in self.items]
-            missing = 0
-            for k, key in enumerate(keys):
-                if any(v is _MISSING for v in key):
-                    missing += 1
-                    keys[k] = ("\0item-unit", self.items[k].unit)
-                elif not all(isinstance(v, (str, int, float, bool, type(None))) for v in key):
-                    keys[k] = json.dumps(key, sort_keys=True, default=str)
-            if missing:
+            cols = [[it.values.get(c, _MISSING) for it in self.items] for c in unit_cols]
+            keys: list[Any] = list(zip(*cols)) if cols else []
+            if any(_MISSING in col for col in cols):
+                missing = 0
+                for k, key in enumerate(keys):
+                    if any(v is _MISSING for v in key):
+                        missing += 1
+                        keys[k] = ("\0item-unit", self.items[k].unit)
                 self.warnings.append(f"task '{name}': {missing} item(s) lack a bootstrap unit column "
                                      f"({', '.join(unit_cols)}); each is resampled with its own item unit")
         else:
             keys = [it.unit for it in self.items]
         index: dict[Any, int] = {}
-        self.unit_idx = np.array([index.setdefault(key, len(index)) for key in keys], dtype=np.intp)
+        try:
+            self.unit_idx = np.array([index.setdefault(key, len(index)) for key in keys], dtype=np.intp)
+        except TypeError:  # unhashable values (lists): key by their JSON text
+            index = {}
+            self.unit_idx = np.array([index.setdefault(json.dumps(key, sort_keys=True, default=str), len(index))
+                                      for key in keys], dtype=np.intp)
         self.n_units = len(index)
         self._cols: dict[str, _Col] = {}
         self._optvals: np.ndarray | None = None
+        self._pair_codes: np.ndarray | None = None
         self.store = _Store(self.n_units)
         self.eval = _ItemEval(self)
+
+    def pair_codes(self) -> np.ndarray:
+        """(row, variant) of each item as a dense code 0..K-1 (the pairing key across conditions)."""
+        if self._pair_codes is None:
+            self._pair_codes = np.unique(self.pair_key, return_inverse=True)[1].reshape(self.size).astype(np.intp)
+        return self._pair_codes
 
     def column(self, name: str, ev: _ItemEval) -> _Col:
         col = self._cols.get(name)
@@ -574,21 +619,32 @@ class _Context:
         self.idx = np.flatnonzero(mask)
         self.units = task.unit_idx[self.idx]
         self.support = np.flatnonzero(np.bincount(self.units, minlength=task.n_units))
-        self.used = np.zeros(task.size, bool)
+        self.used_local = np.zeros(self.idx.size, bool)  # items (of idx) that entered an aggregate
         self.undefined = 0
         self.notes: list[str] = []
 
     def column(self, weights: np.ndarray) -> int:
-        vec = np.bincount(self.units, weights=weights[self.idx], minlength=self.t.n_units)[self.support]
+        """Register the per-unit sums of a per-item array over all items of the task."""
+        return self.column_local(weights[self.idx])
+
+    def column_local(self, weights: np.ndarray) -> int:
+        """Register the per-unit sums of a per-item array over this context's items (``idx`` order)."""
+        vec = np.bincount(self.units, weights=weights, minlength=self.t.n_units)[self.support]
         return self.t.store.add(self.support, vec)
 
     @property
+    def used(self) -> np.ndarray:
+        out = np.zeros(self.t.size, bool)
+        out[self.idx[self.used_local]] = True
+        return out
+
+    @property
     def n(self) -> int:
-        return int(self.used.sum())
+        return int(np.count_nonzero(self.used_local))
 
     @property
     def n_units(self) -> int:
-        return int(np.count_nonzero(np.bincount(self.t.unit_idx[self.used], minlength=self.t.n_units)))
+        return int(np.count_nonzero(np.bincount(self.units[self.used_local], minlength=self.t.n_units)))
 
 
 # =========================================================================== formulas over totals
@@ -621,6 +677,7 @@ class _Compiler:
 
     def __init__(self, metrics: Mapping[str, MetricPlan]) -> None:
         self.metrics = metrics
+        self.cache: dict[tuple[int, str], dict[str, Any]] = {}
 
     def inline(self, e: n.Expr, metric: str, stack: tuple[str, ...] = ()) -> n.Expr:
         """Replace names of other metrics (outside aggregates) by their formulas (the planner usually did)."""
@@ -664,7 +721,11 @@ class _Compiler:
             x = self._scalar(e.operand, ctx, gids)
             if e.op == "-":
                 return lambda get, notes: -x(get, notes)
-            return lambda get, notes: _bool_num(x(get, notes) == 0, x(get, notes))
+
+            def negate(get: Get, notes: list[str] | None) -> np.ndarray:
+                v = x(get, notes)
+                return _bool_num(v == 0, v)
+            return negate
         if isinstance(e, n.Binary):
             a, b = self._scalar(e.left, ctx, gids), self._scalar(e.right, ctx, gids)
             src = exprjson.to_source(e.right)
@@ -741,35 +802,61 @@ class _Compiler:
         raise _fail(metric, f"{type(e).__name__.lower()} expressions are not supported at the top of a metric", e)
 
     # --- aggregates: per-item arrays -> per-unit sum columns
-    def _aggregate(self, e: n.Call, ctx: _Context, gids: list[int]) -> Program:
-        t, metric = ctx.t, ctx.metric
-        ev = t.eval
+    def _item_arrays(self, e: n.Call, t: "_TaskData", metric: str) -> dict[str, Any]:
+        """Per-item arrays of an aggregate over all items of the task (computed once per formula text)."""
         src = exprjson.to_source(e)
+        key = (id(t), src)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        ev = t.eval
         where = _truth(ev(e.where, metric)) if e.where is not None else np.ones(t.size, bool)
-        m = ctx.mask
+        out: dict[str, Any] = {"src": src}
         if e.func == "count":
             if len(e.args) > 1:
                 raise _fail(metric, "count(condition where filter) takes at most 1 argument", e)
             c = _truth(ev(e.args[0], metric)) if e.args else np.ones(t.size, bool)
-            incl = c & where
-            ctx.used |= where & m  # the items the count looks at
-            g = ctx.column(incl.astype(np.float64))
-            gids.append(g)
-            return lambda get, notes: get(g)
-        if e.func in ("mean", "sum"):
+            out.update(used=where, cols=[(c & where).astype(np.float64)], bad=None)
+        elif e.func in ("mean", "sum"):
             if len(e.args) != 1:
                 raise _fail(metric, f"{e.func}() takes 1 argument", e)
             x = ev(e.args[0], metric)
             if not x.numeric:
-                if x.kind == "null":
-                    x = _Col(np.full(t.size, np.nan), np.zeros(t.size, bool), "num")
-                else:
+                if x.kind != "null":
                     raise _fail(metric, f"{e.func}() needs numbers or booleans, got text", e)
-            self._undefined(ctx, where & ~x.valid & m, src)
+                x = _Col(np.full(t.size, np.nan), np.zeros(t.size, bool), "num")
             incl = where & x.valid
-            ctx.used |= incl & m
-            g_num = ctx.column(np.where(incl, x.floats(), 0.0))
-            g_den = ctx.column(incl.astype(np.float64))
+            out.update(used=incl, cols=[np.where(incl, x.floats(), 0.0), incl.astype(np.float64)],
+                       bad=where & ~x.valid)
+        else:
+            if len(e.args) != 2:
+                raise _fail(metric, "pearson(x, y where filter) takes 2 arguments", e)
+            x, y = ev(e.args[0], metric), ev(e.args[1], metric)
+            if not (x.numeric and y.numeric):
+                raise _fail(metric, "pearson() needs numbers", e)
+            incl = where & x.valid & y.valid
+            out.update(used=incl, x=np.where(incl, x.floats(), 0.0), y=np.where(incl, y.floats(), 0.0),
+                       bad=where & ~(x.valid & y.valid))
+        self.cache[key] = out
+        return out
+
+    def _aggregate(self, e: n.Call, ctx: _Context, gids: list[int]) -> Program:
+        arr = self._item_arrays(e, ctx.t, ctx.metric)
+        src = arr["src"]
+        idx = ctx.idx
+        ctx.used_local |= arr["used"][idx]
+        if arr["bad"] is not None:
+            k = int(np.count_nonzero(arr["bad"][idx]))
+            if k:
+                ctx.undefined += k
+                ctx.notes.append(f"{k} item(s) left out of {src}: value undefined (missing value or arithmetic "
+                                 "on none)")
+        if e.func == "count":
+            g = ctx.column(arr["cols"][0])
+            gids.append(g)
+            return lambda get, notes: get(g)
+        if e.func in ("mean", "sum"):
+            g_num, g_den = ctx.column(arr["cols"][0]), ctx.column(arr["cols"][1])
             gids += [g_num, g_den]
             if e.func == "sum":
                 return lambda get, notes: get(g_num)
@@ -780,22 +867,14 @@ class _Compiler:
                 _note(notes, den == 0, msg)
                 return _safe_div(get(g_num), den)
             return mean
-        # pearson
-        if len(e.args) != 2:
-            raise _fail(metric, "pearson(x, y where filter) takes 2 arguments", e)
-        x, y = ev(e.args[0], metric), ev(e.args[1], metric)
-        if not (x.numeric and y.numeric):
-            raise _fail(metric, "pearson() needs numbers", e)
-        self._undefined(ctx, where & ~(x.valid & y.valid) & m, src)
-        incl = where & x.valid & y.valid
-        ctx.used |= incl & m
-        sel = incl & m
-        xf, yf = x.floats(), y.floats()
-        cx = float(xf[sel].mean()) if sel.any() else 0.0  # centring: r is shift invariant, sums stay small
-        cy = float(yf[sel].mean()) if sel.any() else 0.0
-        xc = np.where(incl, xf - cx, 0.0)
-        yc = np.where(incl, yf - cy, 0.0)
-        cols = [ctx.column(v) for v in (incl.astype(np.float64), xc, yc, xc * xc, yc * yc, xc * yc)]
+        # pearson: centre x and y on this context's means (r is shift invariant; the sums stay small)
+        incl = arr["used"][idx]
+        xs, ys = arr["x"][idx], arr["y"][idx]
+        cx = float(xs[incl].mean()) if incl.any() else 0.0
+        cy = float(ys[incl].mean()) if incl.any() else 0.0
+        xc = np.where(incl, xs - cx, 0.0)
+        yc = np.where(incl, ys - cy, 0.0)
+        cols = [ctx.column_local(v) for v in (incl.astype(np.float64), xc, yc, xc * xc, yc * yc, xc * yc)]
         gids += cols
         g_n, g_x, g_y, g_xx, g_yy, g_xy = cols
 
@@ -813,13 +892,6 @@ class _Compiler:
             _note(notes, (k >= 2) & degenerate, f"{src}: zero variance, correlation undefined")
             return np.clip(r, -1.0, 1.0)
         return pearson
-
-    @staticmethod
-    def _undefined(ctx: _Context, bad: np.ndarray, src: str) -> None:
-        k = int(bad.sum())
-        if k:
-            ctx.undefined += k
-            ctx.notes.append(f"{k} item(s) left out of {src}: value undefined (missing value or arithmetic on none)")
 
 
 def _bool_num(cond: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -841,19 +913,15 @@ def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome])
     lp = np.full((total, width), -np.inf)
     n_opt = np.zeros(total, np.intp)
     status = np.full(total, "no_outcome", dtype=object)
-    ocs = [outcomes.get(it.request) for it in items]
-    scores = [oc.score.logprobs if oc is not None else None for oc in ocs]
-    by_width: dict[int, list[int]] = {}
-    for k, (it, sc) in enumerate(zip(items, scores)):
-        if sc is None:
-            continue
-        w = len(sc)
-        if w == 0 or w != len(it.choice_values):
-            status[k] = "invalid_outcome"
-        else:
-            by_width.setdefault(w, []).append(k)
-    for w, ks in by_width.items():
-        lp[ks, :w] = np.array([scores[k] for k in ks], dtype=np.float64).reshape(len(ks), w)
+    scores = [oc.score.logprobs if oc is not None else None for oc in map(outcomes.get, (it.request for it in items))]
+    got = np.array([sc is not None for sc in scores], dtype=bool).reshape(total)
+    lens = np.array([len(sc) if sc is not None else -1 for sc in scores], dtype=np.intp).reshape(total)
+    want = np.array([len(it.choice_values) for it in items], dtype=np.intp).reshape(total)
+    good = got & (lens == want) & (lens > 0)
+    status[got & ~good] = "invalid_outcome"
+    for w in np.unique(lens[good]).tolist():
+        ks = np.flatnonzero(good & (lens == w))
+        lp[ks, :w] = np.array([scores[k] for k in ks.tolist()], dtype=np.float64).reshape(ks.size, w)
         n_opt[ks] = w
         status[ks] = "ok"
     ok = status == "ok"
@@ -902,17 +970,30 @@ def _groups(t: _TaskData, by: tuple[str, ...], warnings: list[str]) -> list[tupl
             warnings.append(f"task '{t.name}': report by '{c}': no such column; ignored")
     if not usable or not t.size:
         return []
-    keys: dict[str, int] = {}
+    cols_vals = [[it.values.get(c) for it in t.items] for c in usable]
+    vals_per_item = list(zip(*cols_vals))
+    keys: dict[Any, int] = {}
     key_vals: list[tuple] = []
-    gidx = np.empty(t.size, np.intp)
-    for k, it in enumerate(t.items):
-        vals = tuple(it.values.get(c) for c in usable)
-        kk = json.dumps(vals, sort_keys=True, default=str)
-        if kk not in keys:
-            keys[kk] = len(key_vals)
-            key_vals.append(vals)
-        gidx[k] = keys[kk]
+    try:
+        gidx = np.array([keys.setdefault(v, len(keys)) for v in vals_per_item], dtype=np.intp)
+        key_vals = list(keys)
+    except TypeError:  # unhashable values (lists): key by their JSON text
+        keys = {}
+        first: dict[str, tuple] = {}
+        codes = []
+        for v in vals_per_item:
+            kk = json.dumps(v, sort_keys=True, default=str)
+            codes.append(keys.setdefault(kk, len(keys)))
+            first.setdefault(kk, v)
+        gidx = np.array(codes, dtype=np.intp)
+        key_vals = list(first.values())
     order = sorted(range(len(key_vals)), key=lambda i: tuple(_sort_key(v) for v in key_vals[i]))
+    # keep each group's units next to each other in the resampling (a speed-up; the draws do not change)
+    rank = np.empty(len(order), np.intp)
+    rank[order] = np.arange(len(order))
+    unit_group = np.full(t.n_units, len(order), np.intp)
+    unit_group[t.unit_idx[::-1]] = rank[gidx[::-1]]  # the group of each unit's first item
+    t.store.order = np.argsort(unit_group, kind="stable")
     return [(dict(zip(usable, key_vals[i])), gidx == i) for i in order]
 
 
@@ -1065,19 +1146,23 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
                 mb = t.condition == cp.baseline
                 if gmask is not None:
                     mt, mb = mt & gmask, mb & gmask
-                common = np.intersect1d(t.pair_key[mt], t.pair_key[mb])
+                codes = t.pair_codes()
+                n_keys = int(codes.max(initial=-1)) + 1
+                common = (np.bincount(codes[mt], minlength=n_keys) > 0) & (np.bincount(codes[mb], minlength=n_keys) > 0)
+                n_common = int(np.count_nonzero(common))
                 jw: list[str] = []
-                lost = int(mt.sum() + mb.sum() - 2 * common.size)
+                lost = int(np.count_nonzero(mt) + np.count_nonzero(mb) - 2 * n_common)
                 if lost:
                     jw.append(f"{lost} item(s) without a partner (same row and variant) in the other condition "
                               "are left out of the comparison")
-                mt = mt & np.isin(t.pair_key, common)
-                mb = mb & np.isin(t.pair_key, common)
+                in_common = common[codes]
+                mt = mt & in_common
+                mb = mb & in_common
                 top = tops[(mp.task, mp.name)]
                 ct = compilers[mp.task].compile(top, _Context(t, mt, mp.name))
                 cb = compilers[mp.task].compile(top, _Context(t, mb, mp.name))
                 test = _run_test(cp.test, mp, ct, cb, jw)
-                cmp_jobs.append(_ComparisonJob(cp, mp.task, group, ct, cb, int(common.size), test, jw))
+                cmp_jobs.append(_ComparisonJob(cp, mp.task, group, ct, cb, n_common, test, jw))
 
     # ---- phase 2: one resample matrix per task
     for name, t in tasks.items():

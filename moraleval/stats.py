@@ -23,7 +23,7 @@ from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-#: resamples generated per block; the count matrix of a block is ``chunk × n_units`` float64.
+#: bytes of one block of the count matrix (``chunk × n_units`` counts); bounds memory.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 #: largest share of undefined (NaN) resamples that still gives an interval (the rest are dropped, with a warning).
 MAX_UNDEFINED_FRACTION = 0.1
@@ -37,8 +37,8 @@ CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "bonferroni": "bonferroni", "none
 
 # --------------------------------------------------------------------------- resampling by weights
 
-def _chunk_rows(n_units: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    return max(1, min(4096, chunk_bytes // max(1, 8 * n_units)))
+def _chunk_rows(n_units: int, itemsize: int = 8, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    return max(1, min(4096, chunk_bytes // max(1, itemsize * n_units)))
 
 
 def resample_counts(rng: np.random.Generator, n_units: int, n_resamples: int, *,
@@ -51,7 +51,7 @@ def resample_counts(rng: np.random.Generator, n_units: int, n_resamples: int, *,
     """
     if n_units <= 0:
         raise ValueError("resampling needs at least one unit")
-    chunk = chunk or _chunk_rows(n_units)
+    chunk = chunk or _chunk_rows(n_units, np.dtype(dtype).itemsize)
     idtype = np.int32 if n_units < 2**31 else np.int64
     for start in range(0, n_resamples, chunk):
         rows = min(chunk, n_resamples - start)
@@ -170,10 +170,10 @@ def interval(boot: np.ndarray, point: float | None, *, level: float = 0.95, meth
     ok = np.isfinite(boot)
     n_drop = int(boot.size - ok.sum())
     warnings: list[str] = []
+    if point is None or not math.isfinite(point):  # the estimate's own warning says why
+        return Interval(None, None, method, level, boot.size, n_drop, warnings)
     if n_drop:
         warnings.append(f"{n_drop} of {boot.size} bootstrap resamples gave an undefined value and were dropped")
-    if point is None or not math.isfinite(point):
-        return Interval(None, None, method, level, boot.size, n_drop, warnings)
     if boot.size == 0 or n_drop > MAX_UNDEFINED_FRACTION * boot.size:
         warnings.append(f"interval undefined: more than {MAX_UNDEFINED_FRACTION:.0%} of the resamples are undefined")
         return Interval(None, None, method, level, boot.size, n_drop, warnings)

@@ -906,8 +906,19 @@ def _cmp(fn: Callable, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # =========================================================================== the stage
 
-def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome]):
-    """Softmax over each item's listed options and the argmax; status per item."""
+def _unnormalised(plan: Plan) -> set[tuple[str, str]]:
+    """(task, condition) pairs whose choose line says `normalize none`: probabilities are exp(logprob) as is."""
+    out = set()
+    for task, info in plan.tasks.items():
+        for c in info.get("conditions", ()) if isinstance(info, Mapping) else ():
+            if isinstance(c, Mapping) and c.get("normalize") == "none":
+                out.add((task, c.get("name")))
+    return out
+
+
+def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome],
+              raw: set[tuple[str, str]] = frozenset()):
+    """Softmax over each item's listed options (or exp(logprob) for `normalize none`) and the argmax."""
     total = len(items)
     width = max((len(it.choice_values) for it in items), default=1) or 1
     lp = np.full((total, width), -np.inf)
@@ -934,6 +945,10 @@ def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome])
     with np.errstate(all="ignore"):
         ex = np.exp(lp - m[:, None])
         probs = ex / np.where(ok, ex.sum(axis=1), 1.0)[:, None]
+    if raw:
+        rows = np.array([(it.task, it.condition) in raw for it in items], dtype=bool).reshape(total) & ok
+        with np.errstate(all="ignore"):
+            probs[rows] = np.exp(lp[rows])
     probs[~ok] = 0.0
     pos = np.argmax(lp, axis=1)  # first of tied maxima
     return status, ok, lp, probs, pos, n_opt
@@ -1076,7 +1091,7 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
     if boot.resamples < 1:
         raise MeasureError("bootstrap needs at least 1 resample")
     items = plan.items
-    status, ok, lp, probs, pos, n_opt = _read_out(items, outcomes)
+    status, ok, lp, probs, pos, n_opt = _read_out(items, outcomes, _unnormalised(plan))
     readouts = Readouts(items, status, pos, probs, n_opt)
     warnings: list[str] = []
     unit_label = ",".join(boot.unit) if boot.unit else "row"

@@ -6,6 +6,7 @@ import ast
 import json
 import math
 
+import attrs
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -198,6 +199,19 @@ def test_prob_sums_options_sharing_a_value_and_logprob_is_raw():
     assert est(m, "lu").value == pytest.approx(math.log(0.7))
     e = est(m, "none")
     assert e.value is None and any("left out" in w for w in e.warnings)
+
+
+def test_normalize_none_keeps_raw_probabilities():
+    outcomes: dict = {}
+    lps = (math.log(0.2), math.log(0.05))  # the two options hold 25% of the mass; softmax would say 0.8 / 0.2
+    items = [item("Q", 0, lps, {}, outcomes=outcomes, choice_values=("yes", "no")),
+             item("R", 0, lps, {}, outcomes=outcomes, choice_values=("yes", "no"))]
+    plan = make_plan(items, [("p_yes", "t", 'mean(prob(answer, "yes"))')])
+    plan = attrs.evolve(plan, tasks={"t": {"conditions": [{"name": "Q", "normalize": "none"},
+                                                          {"name": "R", "normalize": "softmax"}]}})
+    m = measure(plan, outcomes)
+    assert est(m, "p_yes", "Q").value == pytest.approx(0.2)
+    assert est(m, "p_yes", "R").value == pytest.approx(0.8)
 
 
 # --------------------------------------------------------------------------- expression language

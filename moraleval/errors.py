@@ -129,3 +129,21 @@ class RunError(MoralevalError):
     """A run stopped; everything computed so far is kept in the cache."""
 
     exit_code = 4
+
+
+class RunInterrupted(RunError):
+    """The user interrupted the run (Ctrl-C); everything answered so far is in the cache."""
+
+    exit_code = 130
+
+
+class MeasureError(MoralevalError):
+    """A metric formula cannot be evaluated on the items (a type error the checker did not catch)."""
+
+    exit_code = 4
+
+
+class ReportError(MoralevalError):
+    """A report directory is missing files or cannot be read."""
+
+    exit_code = 2

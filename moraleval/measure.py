@@ -29,7 +29,7 @@ import numpy as np
 from moraleval import exprjson
 from moraleval import nodes as n
 from moraleval import stats
-from moraleval.errors import MoralevalError
+from moraleval.errors import MoralevalError, MeasureError
 from moraleval.plan import MetricPlan, Plan, PlanItem
 from moraleval.results import ComparisonResult, Estimate, RequestOutcome
 
@@ -39,11 +39,6 @@ SCALAR_FUNCS = ("abs", "sqrt", "log", "exp", "min", "max")
 GROUP_PSEUDO_COLUMNS = ("condition", "task")  # report_by entries that are not item columns
 _MISSING = object()
 
-
-class MeasureError(MoralevalError):
-    """A metric formula cannot be evaluated on the items (a type error the checker did not catch)."""
-
-    exit_code = 4
 
 
 def _fail(metric: str, msg: str, expr: n.Expr | None = None) -> "MeasureError":

@@ -39,7 +39,7 @@ import attrs
 
 from moraleval.backend import Prompt, canonical_json
 from moraleval.cache import model_key
-from moraleval.errors import MoralevalError
+from moraleval.errors import MoralevalError, ReportError
 from moraleval.plan import Plan, PlanItem, PlanRequest
 from moraleval.results import RequestOutcome
 
@@ -54,11 +54,6 @@ REPORT_JSON = "report.json"
 SAMPLES_JSONL = "samples.jsonl"
 MANIFEST_JSON = "manifest.json"
 
-
-class ReportError(MoralevalError):
-    """A report directory is missing files or cannot be read."""
-
-    exit_code = 2
 
 
 # -- serialisation --------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import attrs
 
 from moraleval.backend import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, request_hash
 from moraleval.cache import Result, ResponseCache, decode_result, encode_result, model_key, result_kind
-from moraleval.errors import BackendError, MoralevalError, RunError
+from moraleval.errors import BackendError, MoralevalError, RunError, RunInterrupted
 from moraleval.plan import Plan, PlanRequest
 from moraleval.results import RequestOutcome
 
@@ -39,11 +39,6 @@ __all__ = ["LOGPROB_DECIMALS", "RunInterrupted", "RunOutcomes", "RunStats", "Sta
 LOGPROB_DECIMALS = 6
 DEFAULT_BATCH_SIZE = 8
 
-
-class RunInterrupted(RunError):
-    """The user interrupted the run (Ctrl-C); everything answered so far is in the cache."""
-
-    exit_code = 130
 
 
 @attrs.define

@@ -109,6 +109,7 @@ class CheckedSpec:
     report_by: tuple[str, ...]
     models: dict[str, dict[str, Any]]
     default_model: str
+    run_settings: dict[str, Any]  # executor, address, workers, batch_size
     imports: dict[str, str]  # path -> sha256
     warnings: list[Diagnostic]
     environment: SandboxedEnvironment
@@ -189,6 +190,7 @@ class _Checker:
             self._check_columns([c for c in r.by if c not in ("task", "condition")], tasks, datasets, r,
                                 "report by")
         models, default_model = self._models(stmts(n.Model), consts)
+        run_settings = self._run_settings(stmts(n.RunSettings), consts)
 
         errors = [d for d in self.diagnostics if d.severity == "error"]
         if errors:
@@ -198,7 +200,7 @@ class _Checker:
             data_root_reason=reason, datasets=datasets, templates=templates, template_sources=template_sources,
             tasks=tasks, metrics=metrics, bootstrap=bootstrap, task_units=task_units, comparisons=comparisons,
             report_by=report_by,
-            models=models, default_model=default_model, imports=self.imports,
+            models=models, default_model=default_model, run_settings=run_settings, imports=self.imports,
             warnings=sorted(self.diagnostics, key=_diag_order), environment=self.env,
             spec_sha256=hashlib.sha256(self.source.text.encode("utf-8")).hexdigest())
 
@@ -784,6 +786,39 @@ class _Checker:
                     self.error(f"compare: McNemar needs a proportion metric (mean of a yes/no per item); "
                                f"'{name}' is not", cmp, "use test bootstrap for ratios and differences", src,
                                code="E189")
+
+    # ------------------------------------------------------------------ run settings
+    RUN_SETTINGS = {"executor": str, "address": str, "workers": int, "batch_size": int}
+
+    def _run_settings(self, stmts: list[n.RunSettings], consts) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for extra in stmts[1:]:
+            self.error("run settings are given twice", extra, "keep one 'run { ... }' block", self._src(extra),
+                       code="E194")
+        for stmt in stmts[:1]:
+            src = self._src(stmt)
+            for key, value in stmt.settings:
+                kind = self.RUN_SETTINGS.get(key)
+                if kind is None:
+                    self.error(f"unknown run setting '{key}'", stmt,
+                               did_you_mean(key, self.RUN_SETTINGS) or "run settings: " + ", ".join(self.RUN_SETTINGS),
+                               src, code="E195")
+                    continue
+                v = self._const(value, consts, stmt)
+                if v is None:
+                    continue
+                if not isinstance(v, kind) or isinstance(v, bool):
+                    self.error(f"run setting '{key}' must be {'a whole number' if kind is int else 'a string'}, "
+                               f"got {v!r}", stmt, source=src, code="E196")
+                    continue
+                if key == "executor" and v not in ("local", "ray"):
+                    self.error(f"unknown executor '{v}'", stmt, "executors: local, ray", src, code="E196")
+                    continue
+                if kind is int and v < 1:
+                    self.error(f"run setting '{key}' must be at least 1", stmt, source=src, code="E196")
+                    continue
+                out[key] = v
+        return out
 
     # ------------------------------------------------------------------ models
     def _models(self, stmts: list[n.Model], consts) -> tuple[dict[str, dict[str, Any]], str]:

@@ -112,7 +112,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="requests per backend call")
     p.add_argument("--dry-run", action="store_true", help="say what would be computed and what is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--executor", choices=("local",), default="local", help="where requests run")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where requests run: local (default) or ray (pip install 'moraleval[ray]'; see docs/scaling.md)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local instance)")
+    p.add_argument("--workers", type=int, metavar="N", help="Ray workers, each holding one backend instance")
     p.set_defaults(func=cmd_run)
 
 

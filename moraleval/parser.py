@@ -382,6 +382,9 @@ class _ToNodes(Transformer):
     def setting(self, meta, c):
         return (str(c[0]), c[1])
 
+    def run_settings(self, meta, c):
+        return n.RunSettings(tuple(c), span=_span(meta))
+
     def model(self, meta, c):
         default, name, backend, *settings = c
         return n.Model(str(name), str(backend), tuple(settings), default is not None, span=_span(meta))

@@ -28,7 +28,7 @@ def run_spec(args) -> int:
     from moraleval.cache import ResponseCache
     from moraleval.cli import load_plan
     from moraleval.measure import measure
-    from moraleval.registry import create_backend
+    from moraleval.ray_executor import make_executor_backend, runner_batch_size
     from moraleval.report import write_report
     from moraleval.runner import DEFAULT_BATCH_SIZE, run_plan
 
@@ -36,12 +36,18 @@ def run_spec(args) -> int:
     model_name, model = select_model(plan, args.model)
     print(f"{plan.study}: {len(plan.items)} items, {len(plan.requests)} unique requests; "
           f"model '{model_name}' ({model['backend']})", file=sys.stderr)
-    backend = create_backend(model["backend"], model["settings"])
+    # command-line flags override the spec's `run { ... }` settings
+    run = dict(plan.run)
+    executor = args.executor or run.get("executor", "local")
+    batch_size = args.batch_size or run.get("batch_size") or DEFAULT_BATCH_SIZE
+    backend = make_executor_backend(model["backend"], model["settings"], executor=executor,
+                                    address=args.address or run.get("address"),
+                                    workers=args.workers or run.get("workers"), batch_size=batch_size)
     try:
         cache = ResponseCache(args.cache) if args.cache else ResponseCache()
         try:
             started = datetime.now(timezone.utc)
-            outcomes = run_plan(plan, backend, cache=cache, batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+            outcomes = run_plan(plan, backend, cache=cache, batch_size=runner_batch_size(backend, batch_size),
                                 limit=args.limit, progress=not args.no_progress and sys.stderr.isatty(),
                                 dry_run=args.dry_run)
             if args.dry_run:

@@ -194,6 +194,7 @@ class Plan:
     comparisons: tuple[ComparisonPlan, ...] = attrs.field(default=(), converter=tuple)
     report_by: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     models: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {backend, settings, default}
+    run: dict[str, Any] = attrs.field(factory=dict)  # the spec's run settings (executor, workers, batch_size)
     imports: dict[str, str] = attrs.field(factory=dict)  # imported spec path -> sha256
 
     def request_by_key(self) -> dict[str, PlanRequest]:
@@ -210,6 +211,7 @@ class Plan:
             "datasets": self.datasets,
             "tasks": self.tasks,
             "models": self.models,
+            "run": self.run,
             "metrics": [attrs.asdict(m) for m in self.metrics],
             "bootstrap": attrs.asdict(self.bootstrap),
             "comparisons": [attrs.asdict(c) for c in self.comparisons],

@@ -208,5 +208,6 @@ def compile_plan(checked: CheckedSpec) -> Plan:
         bootstrap=BootstrapPlan(b.resamples, b.seed, b.unit, b.method, b.level),
         comparisons=tuple(comparisons), report_by=checked.report_by,
         models={k: {**v, "settings": _json_value(v["settings"])} for k, v in checked.models.items()},
+        run=_json_value(checked.run_settings),
         imports=checked.imports,
     )

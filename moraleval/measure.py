@@ -901,6 +901,12 @@ def _cmp(fn: Callable, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # =========================================================================== the stage
 
+def _plan_choices(plan: Plan, task: str) -> set[str]:
+    info = plan.tasks.get(task) or {}
+    return {c["choose"] for c in (info.get("conditions", ()) if isinstance(info, Mapping) else ())
+            if isinstance(c, Mapping) and isinstance(c.get("choose"), str)}
+
+
 def _unnormalised(plan: Plan) -> set[tuple[str, str]]:
     """(task, condition) pairs whose choose line says `normalize none`: probabilities are exp(logprob) as is."""
     out = set()
@@ -1089,7 +1095,10 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
     status, ok, lp, probs, pos, n_opt = _read_out(items, outcomes, _unnormalised(plan))
     readouts = Readouts(items, status, pos, probs, n_opt)
     warnings: list[str] = []
-    unit_label = ",".join(boot.unit) if boot.unit else "row"
+    def unit_label(task: str) -> str:
+        info = plan.tasks.get(task) or {}
+        unit = (info.get("unit") if isinstance(info, Mapping) else None) or list(boot.unit)
+        return ",".join(u for u in unit if u != "row_id") or "row"
 
     # items per task, in plan order
     task_items: dict[str, list[int]] = {}
@@ -1109,6 +1118,8 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
             warnings.append(f"task '{name}': {dropped[name]['invalid_outcome']} item(s) have unusable scores "
                             "(wrong number of options, NaN, or no finite log-prob) and are left out")
         tasks[name] = _TaskData(name, idx[ok[idx]] if idx.size else idx, items, boot.unit, lp, probs, pos, n_opt)
+        # the choice names come from the plan, so a task whose items were all left out (--limit) is still known
+        tasks[name].choice_names |= {items[k].choice for k in idx.tolist()} | _plan_choices(plan, name)
         warnings.extend(tasks[name].warnings)
 
     metrics_by_task: dict[str, dict[str, MetricPlan]] = {}
@@ -1182,7 +1193,7 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
     # ---- phase 3: evaluate
     estimates: list[Estimate] = []
     for job in est_jobs:
-        estimates.append(_estimate(job, boot, unit_label))
+        estimates.append(_estimate(job, boot, unit_label(job.task)))
         if not job.group:
             dropped[job.task]["undefined_values"] += job.comp.ctx.undefined if job.comp else 0
     comparisons = _comparisons(cmp_jobs, boot)

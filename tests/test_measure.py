@@ -214,6 +214,22 @@ def test_normalize_none_keeps_raw_probabilities():
     assert est(m, "p_yes", "R").value == pytest.approx(0.8)
 
 
+def test_a_task_with_no_outcomes_is_undefined_not_an_error():
+    # `--limit` can leave a whole task unanswered; its metrics are then undefined with a warning
+    outcomes: dict = {}
+    items = [item("Q", 0, onehot(0), {"label": 0}, task="a", outcomes=outcomes),
+             item("Q", 0, None, {"share": 0.5}, task="b", outcomes=outcomes)]
+    plan = make_plan(items, [("acc", "a", "mean(answer == label)"),
+                             ("p0", "b", "mean(prob(answer, 0))")])
+    plan = attrs.evolve(plan, tasks={"a": {"conditions": [{"name": "Q", "choose": "answer"}]},
+                                     "b": {"conditions": [{"name": "Q", "choose": "answer"}]}})
+    m = measure(plan, outcomes)
+    assert m.dropped["b"]["no_outcome"] == 1
+    e = [x for x in m.estimates if x.metric == "p0"][0]
+    assert e.value is None and e.n == 0
+    assert [x for x in m.estimates if x.metric == "acc"][0].value == 1.0
+
+
 # --------------------------------------------------------------------------- expression language
 
 def test_expression_language_per_item_and_scalar_level():

@@ -6,7 +6,9 @@ I/O lives here; the checker turns the problems found into located diagnostics.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import difflib
 import hashlib
 import io
@@ -177,8 +179,26 @@ def file_list(read: n.Read, consts: dict[str, Any]) -> list[tuple[dict[str, Any]
     return out
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Bulk building of rows and requests makes millions of small containers and no garbage cycles; the cyclic
+    collector would rescan the growing heap again and again (super-linear time), so it waits until the end."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, max_errors_per_statement: int = 1,
                  on_error=None) -> DatasetResult:
+    with gc_paused():
+        return _run_pipeline(ds, consts, load, on_error=on_error)
+
+
+def _run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, on_error=None) -> DatasetResult:
     """Apply a dataset block's statements in order.
 
     ``load(relative_path, fmt, node, optional) -> rows | None`` reads a verified file (the checker supplies it:

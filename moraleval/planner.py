@@ -11,10 +11,11 @@ from typing import Any
 import attrs
 import jinja2
 import jinja2.meta
+from jinja2.runtime import new_context
 
 from moraleval import nodes as n
 from moraleval.checker import CheckedSpec, ResolvedCondition, _Env
-from moraleval.datasets import ROW_ID, VARIANT
+from moraleval.datasets import ROW_ID, VARIANT, gc_paused
 from moraleval.errors import PlanError
 from moraleval.exprjson import to_json
 from moraleval.plan import BootstrapPlan, ComparisonPlan, GenerateStep, MetricPlan, Plan, PlanItem, PlanRequest, \
@@ -120,13 +121,20 @@ class _Render:
                 variables[name] = base[name]
         template = self.template
         try:
-            return self.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
+            # the template's globals are already in `variables`; a context without a globals map is cheaper
+            context = new_context(self.environment, template.name, template.blocks, variables, shared=True)
+            return self.environment.concat(template.root_render_func(context))
         except Exception:
             return self.environment.handle_exception()
 
 
 def compile_plan(checked: CheckedSpec) -> Plan:
     """Expand every task × condition × dataset row into items and unique requests (first-seen order)."""
+    with gc_paused():
+        return _compile_plan(checked)
+
+
+def _compile_plan(checked: CheckedSpec) -> Plan:
     requests: dict[str, PlanRequest] = {}
     items: list[PlanItem] = []
     tasks_info: dict[str, dict[str, Any]] = {}

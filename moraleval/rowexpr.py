@@ -157,7 +157,7 @@ def compile_expr(expr: n.Expr, cells: dict[str, list] | None = None) -> Compiled
             obj = obj_f(env)
             if obj is None:
                 return None
-            if isinstance(obj, Mapping):
+            if type(obj) is dict or isinstance(obj, Mapping):
                 try:
                     return obj[key]
                 except KeyError:
@@ -230,7 +230,9 @@ def compile_expr(expr: n.Expr, cells: dict[str, list] | None = None) -> Compiled
 
         def comprehension(env):
             iterable = iter_f(env)
-            if isinstance(iterable, Mapping):
+            if type(iterable) is list:
+                pass
+            elif isinstance(iterable, Mapping):
                 iterable = list(iterable)
             elif not isinstance(iterable, (list, tuple, str)):
                 raise EvalError(f"'for {expr.var} in ...' needs a list, got {_show(iterable)}", expr.iterable)

@@ -199,7 +199,8 @@ def kl_top1(ref_dir: Path, q_dir: Path, texts: list[str]) -> tuple[float, float]
         outs = []
         for text in texts:
             ids = np.array([tk.encode_prompt(Prompt(text))])
-            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                    "position_ids": np.arange(ids.shape[1])[None]}
             hd = cfg["hidden_size"] // cfg["num_attention_heads"]
             for i in range(cfg["num_hidden_layers"]):
                 for kv in ("key", "value"):

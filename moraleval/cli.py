@@ -83,10 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data_fetch)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    p = sub.add_parser("models", help="the embedded default model and other local models")
-    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    _add_models_cli(msub)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    _add_models_cli(sub)  # `moraleval models import|list`, from the onnx backend
 
     p = sub.add_parser("verify", help="re-hash a report's inputs and outputs; say whether it still matches")
     p.add_argument("report_dir", metavar="DIR")
@@ -119,14 +116,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def _add_models_cli(msub) -> None:
+def _add_models_cli(sub) -> None:
     try:
         from backends.onnx import add_models_cli
     except ImportError as exc:  # pragma: no cover - broken install
-        m = msub.add_parser("import", help="(unavailable)")
+        m = sub.add_parser("models", help="(unavailable: the onnx backend cannot be loaded)")
         m.set_defaults(func=lambda args: _raise(MoralevalError(f"the onnx backend cannot be loaded: {exc}")))
         return
-    add_models_cli(msub)
+    add_models_cli(sub)
 
 
 def _raise(exc: Exception):

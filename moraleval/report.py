@@ -714,6 +714,12 @@ def _sample_env(s: Mapping[str, Any]) -> dict[str, Any]:
     return env
 
 
+def _expanded_md(m: Mapping[str, Any]) -> str:
+    """The formula with every metric reference and parameter inlined, when it differs from the written one."""
+    expanded = _expr_source(m.get("expr") or {})
+    return f"\n  expanded: `{expanded}`" if expanded != m.get("formula") else ""
+
+
 def _expr_source(e: Mapping[str, Any]) -> str:
     try:
         from moraleval import exprjson
@@ -847,8 +853,9 @@ def render_markdown(report: Mapping[str, Any], figs: Sequence[tuple[str, str, st
         else:
             parts.append("No estimates.")
         if formulas.get(task):
-            parts += ["", "Metrics:", ""] + [f"- `{m['name']} = {m.get('formula', '')}`"
-                                              + (f" — {m['doc']}" if m.get("doc") else "") for m in formulas[task]]
+            parts += ["", "Metrics (as written, then expanded to what was computed):", ""] + [
+                f"- `{m['name']} = {m.get('formula', '')}`" + (f" — {m['doc']}" if m.get("doc") else "")
+                + _expanded_md(m) for m in formulas[task]]
         for t, name, caption, _svg in figs:
             if t == task:
                 parts += ["", f"![{caption}](plots/{name})"]
@@ -883,7 +890,10 @@ def render_html(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str, s
         ms = [m for m in report.get("metrics", []) if m.get("task") == task]
         if ms:
             parts.append("<ul>" + "".join(f"<li><code>{e(m['name'])} = {e(m.get('formula', ''))}</code>"
-                                          + (f" — {e(m['doc'])}" if m.get("doc") else "") + "</li>" for m in ms)
+                                          + (f" — {e(m['doc'])}" if m.get("doc") else "")
+                                          + (f"<br>expanded: <code>{e(_expr_source(m['expr']))}</code>"
+                                             if _expr_source(m.get("expr") or {}) != m.get("formula") else "")
+                                          + "</li>" for m in ms)
                          + "</ul>")
         for t, _name, caption, svg in figs:
             if t == task:

@@ -77,7 +77,10 @@ class OnnxBackend:
     - ``quantize``: "none" (fp16-stored weights, fp32 compute), "int8" (per-channel int8, ffn_down float) or
       "gguf" (the GGUF's 4-bit blocks kept as they are); the last two for the default model only.
     - ``threads``: intra-op threads (default: physical cores).
-    - ``batch_size``: prompts per forward pass when scoring (default 16).
+    - ``batch_size``: prompts per forward pass when scoring (default 1).  Batching several prompts pads them to
+      one length, which changes log-probs in the 5th-6th decimal; with 1 every score is a function of its own
+      request alone, so reports are byte-identical whatever the run's --batch-size (batched scoring is only
+      ~1.3x faster on 2 cores).  A larger value is recorded in the backend identity (cache keys, manifest).
     - ``max_batch_tokens``: cap on batch × padded length (default 8192).
     - ``max_length``: context limit in tokens (default: the model's).
     - ``truncation``: "error" (default: an over-long item is an error naming it) or "left" (drop the oldest prompt
@@ -92,7 +95,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, model: str = "default", quantize: str = "none", threads: int | None = None,
-                 batch_size: int = 16, max_length: int | None = None, truncation: str = "error",
+                 batch_size: int = 1, max_length: int | None = None, truncation: str = "error",
                  max_batch_tokens: int = 8192, generate_batch_size: int = 1, spinning: bool = True) -> None:
         try:
             import onnx
@@ -200,6 +203,8 @@ class OnnxBackend:
 
     def identity(self) -> dict[str, Any]:
         settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation", "generate_batch_size")}
+        if self.settings["batch_size"] != 1:  # batched scoring pads prompts, which changes the last float bits
+            settings["batch_size"] = self.settings["batch_size"]
         return {
             "backend": self.name,
             "model": {"name": "default:" + self.model_dir.name if self.is_default else self.model_dir.name,

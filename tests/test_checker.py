@@ -14,7 +14,7 @@ from moraleval.checker import check, coerce_override
 from moraleval.cli import main
 from moraleval.errors import SpecCheckError
 
-from conftest import REPO, SPECS, TINY_ITEMS_SHA256
+from _support import REPO, SPECS, TINY_ITEMS_SHA256
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 SIX = ["Age", "Disability_status", "Nationality", "Physical_appearance", "Religion", "Sexual_orientation"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from moraleval.cli import main
 
-from conftest import SPECS
+from _support import SPECS
 
 # quickstart reads the sample shipped with moraleval (48 + 60 rows), so a check takes a fraction of a second;
 # mutating a library file is checked through quickstart, which imports all four.

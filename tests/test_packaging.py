@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SPECS
+from _support import REPO, SPECS
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from moraleval.checker import check
 from moraleval.cli import main
 from moraleval.planner import compile_plan
 
-from conftest import SPECS, TINY_ITEMS
+from _support import SPECS, TINY_ITEMS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 SIX = "Age,Disability_status,Nationality,Physical_appearance,Religion,Sexual_orientation"

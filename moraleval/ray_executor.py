@@ -290,8 +290,7 @@ class RayBackendPool:
         """The exact text the model sees (from a worker's backend; memoised), for the report's samples."""
         key = canonical_json(prompt.to_json())
         if key not in self._render_memo:
-            (status, value), = self._ray.get(self._live_actor().render.remote([prompt]))
-            self._render_memo[key] = (status, value)
+            self._render_memo[key] = self._render_on_any_worker(prompt)
         status, value = self._render_memo[key]
         if status == "ok":
             return value
@@ -318,6 +317,22 @@ class RayBackendPool:
         self.close()
 
     # -- scheduling
+
+    def _render_on_any_worker(self, prompt: Any) -> tuple[str, Any]:
+        """Ask the workers in turn: one that died (and is being restarted by Ray) must not turn the report's
+        rendered prompt into a fallback."""
+        last: Exception | None = None
+        for _attempt in range(3):
+            for actor, alive in zip(self._actors, self._alive):
+                if not alive:
+                    continue
+                try:
+                    (status, value), = self._ray.get(actor.render.remote([prompt]))
+                    return status, value
+                except Exception as exc:  # noqa: BLE001 - a dead or restarting actor; try the next one
+                    last = exc
+            time.sleep(0.5)
+        raise BackendError(f"no Ray worker could render a prompt: {last}")
 
     def _live_actor(self) -> Any:
         for a, alive in zip(self._actors, self._alive):

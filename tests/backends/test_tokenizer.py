@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+from _onnx_ref import _bytes_to_unicode
+
 from backends.onnx._gguf import build_tokenizer, read_gguf
 
 STRINGS = [
@@ -26,18 +28,6 @@ STRINGS = [
 ]
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
-
 _L = r"[^\W\d_]"  # letters (the `re` module has no \p{L})
 _GPT2 = re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?{_L}+| ?\d+| ?(?:(?!{_L})[^\s\d])+|\s+(?!\S)|\s+")
 
@@ -47,7 +37,7 @@ def reference_bpe(model, text: str) -> list[int]:
     vocab = {t: i for i, t in enumerate(model.tokens)}
     ranks = {tuple(m.split(" ", 1)): r for r, m in enumerate(model.merges)}
     specials = [t for t, tt in zip(model.tokens, model.token_types) if tt == 3]
-    byte_map = _bytes_to_unicode()
+    byte_map = _bytes_to_unicode()  # list: byte value -> printable character
     out: list[int] = []
     parts = re.split("(" + "|".join(map(re.escape, specials)) + ")", text) if specials else [text]
     for part in parts:

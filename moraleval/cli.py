@@ -337,13 +337,13 @@ def cmd_data_fetch(args) -> int:
     from moraleval.datafetch import FetchFile, default_data_root, fetch_files, github_raw_url
     from moraleval.parser import parse_file
 
-    specs = args.spec or sorted(str(p) for p in Path("specs").glob("*.me"))
+    specs = args.spec or sorted(str(p) for p in Path("specs").rglob("*.me"))
     if not specs:
         raise MoralevalError(f"no spec declares dataset '{args.name}' (no specs given, none in ./specs)",
                              hint="give the spec: moraleval data fetch NAME --spec FILE.me")
     found = None
     names = []
-    for spec in specs:
+    for spec in _with_imports(specs):
         parsed = parse_file(spec)
         for ds in parsed.of(n.Dataset):
             names.append(ds.name)
@@ -384,6 +384,25 @@ def cmd_data_fetch(args) -> int:
     report.raise_for_failures()
     print(f"done: use --data {dest} (or nothing: moraleval looks there by default)")
     return 0
+
+
+def _with_imports(specs: list[str]) -> list[str]:
+    """The given spec files and, recursively, the files they import (a dataset often lives in a library)."""
+    from moraleval import nodes as n
+    from moraleval.parser import parse_file
+
+    out: list[str] = []
+    todo = list(specs)
+    while todo:
+        spec = todo.pop(0)
+        key = str(Path(spec).resolve())
+        if key in {str(Path(o).resolve()) for o in out}:
+            continue
+        if not Path(spec).is_file():
+            raise MoralevalError(f"spec file '{spec}' not found")
+        out.append(spec)
+        todo += [str(Path(spec).parent / imp.path) for imp in parse_file(spec).of(n.Import)]
+    return out
 
 
 # ---------------------------------------------------------------------------- run / verify / report

@@ -23,9 +23,12 @@ from moraleval.errors import BackendError
 
 from . import _store
 from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head
+from ._ragged import RaggedDecoder, make_ragged
 from ._text import ModelText, model_text
 
 TRUNCATION = ("error", "left")
+DEFAULT_RAGGED_BATCH = 8  # scoring: prompts per pass on a ragged (batch-invariant) graph
+DEFAULT_RAGGED_GENERATE_BATCH = 32  # generation: sequences decoded together on a ragged graph
 
 
 def physical_cores() -> int:
@@ -95,8 +98,9 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, model: str = "default", quantize: str = "none", threads: int | None = None,
-                 batch_size: int = 1, max_length: int | None = None, truncation: str = "error",
-                 max_batch_tokens: int = 8192, generate_batch_size: int = 1, spinning: bool = True) -> None:
+                 batch_size: int | None = None, max_length: int | None = None, truncation: str = "error",
+                 max_batch_tokens: int = 8192, generate_batch_size: int | None = None,
+                 spinning: bool = True) -> None:
         try:
             import onnx
             import onnxruntime as ort
@@ -109,6 +113,8 @@ class OnnxBackend:
             raise BackendError(f"unknown truncation setting {truncation!r}", hint="use 'error' or 'left'")
         for label, v in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens),
                          ("generate_batch_size", generate_batch_size)):
+            if label != "max_batch_tokens" and v is None:
+                continue  # the default depends on the graph (ragged: batched; otherwise 1)
             if not isinstance(v, int) or v < 1:
                 raise BackendError(f"{label} must be a positive integer, not {v!r}")
         for label, v in (("threads", threads), ("max_length", max_length)):
@@ -154,6 +160,8 @@ class OnnxBackend:
                                hint="export with `optimum-cli export onnx --task text-generation-with-past`")
         try:
             add_scoring_head(proto)
+            # moraleval's own graphs become batch-invariant ragged decoders (backends/onnx/_ragged.py)
+            self.ragged = make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048))
             blob = proto.SerializeToString()
         except Exception as exc:
             raise BackendError(f"cannot prepare {model_path} for scoring: {exc}") from None
@@ -198,10 +206,22 @@ class OnnxBackend:
                         or 2048)
         self.max_length = min(int(max_length), model_max) if max_length else model_max
         self.settings["max_length"] = self.max_length
+        if self.settings["batch_size"] is None:
+            self.settings["batch_size"] = DEFAULT_RAGGED_BATCH if self.ragged else 1
+        if self.settings["generate_batch_size"] is None:
+            self.settings["generate_batch_size"] = DEFAULT_RAGGED_GENERATE_BATCH if self.ragged else 1
+        self._decoder = RaggedDecoder(self) if self.ragged else None
 
     # -------------------------------------------------------------------------------------------- public
 
     def identity(self) -> dict[str, Any]:
+        if self.ragged:  # batch-invariant: batch sizes change speed only, never a bit of a result
+            settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation")}
+            settings["attention"] = "ragged"
+            return {"backend": self.name,
+                    "model": {"name": "default:" + self.model_dir.name if self.is_default else self.model_dir.name,
+                              "files": dict(sorted(self.file_hashes.items()))},
+                    "settings": settings}
         settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation", "generate_batch_size")}
         if self.settings["batch_size"] != 1:  # batched scoring pads prompts, which changes the last float bits
             settings["batch_size"] = self.settings["batch_size"]
@@ -308,9 +328,10 @@ class OnnxBackend:
             prompts.append(self._fit(i, self._prompt_ids(i, r.prompt), longest, "longest continuation"))
             conts.append(c)
         results: list[ScoreResult | None] = [None] * n
+        score_batch = self._decoder.score_batch if self._decoder is not None else self._score_batch
         for batch in self._batches([len(p) for p in prompts], self.settings["batch_size"]):
-            for i, res in zip(batch, self._score_batch([prompts[i] for i in batch], [conts[i] for i in batch],
-                                                       [requests[i].top_k for i in batch])):
+            for i, res in zip(batch, score_batch([prompts[i] for i in batch], [conts[i] for i in batch],
+                                                 [requests[i].top_k for i in batch])):
                 results[i] = res
                 if on_result is not None:
                     on_result(i, res)
@@ -386,6 +407,14 @@ class OnnxBackend:
                 raise BackendError(f"request {i}: temperature must be >= 0 and top_p in (0, 1]")
             prompts.append(self._fit(i, self._prompt_ids(i, r.prompt), 1, "one generated token"))
         results: list[GenerateResult | None] = [None] * len(requests)
+        if self._decoder is not None:
+            def emit(i: int, res: GenerateResult) -> None:
+                results[i] = res
+                if on_result is not None:
+                    on_result(i, res)
+
+            self._decoder.generate(prompts, requests, self.settings["generate_batch_size"], emit)
+            return results  # type: ignore[return-value]
         for batch in self._batches([len(p) for p in prompts], self.settings["generate_batch_size"]):
             for i, res in zip(batch, self._generate_batch([prompts[i] for i in batch],
                                                           [requests[i] for i in batch])):

@@ -1,0 +1,344 @@
+"""Ragged, batch-invariant decoding for graphs built by moraleval: every number a sequence gets is the same bits
+alone or in any batch.
+
+Why padding moved bits (measured on this model, onnxruntime 1.32 CPU): (1) the in-graph ``Cos``/``Sin`` of the
+rotary embedding are vectorised with a scalar tail, so a position's value depends on where it falls in the tensor
+(i.e. on the batch's shape); (2) a left-padded row's keys sit at other indices than alone, and the GEMM reduction
+over keys is blocked at fixed indices (k = 0..255, 256..), so the sum is associated differently; (3) Softmax's
+vectorised row sum likewise.  A GEMM row itself is independent of the other rows (tested for every M).
+
+The rewrite (in memory, at load time; the files on disk keep the ``optimum`` layout):
+
+- the rotary ``Cos``/``Sin`` become ``Gather`` from tables computed once (float64, rounded to float32);
+- each layer's attention (concat past, QK^T, mask, softmax, x V) becomes onnxruntime's ``com.microsoft``
+  ``GroupQueryAttention`` with per-sequence ``seqlens_k``: it runs one GEMM + softmax + GEMM per (sequence, head)
+  over exactly that sequence's keys, stored from index 0 (right-aligned padding never enters a reduction), so the
+  shapes — and bits — are those of the sequence alone.  Past and present share one buffer (IOBinding), so a decode
+  step writes its token in place instead of copying the whole cache.
+
+On top of that :class:`RaggedDecoder` runs *continuous* batching: finished sequences leave the batch and queued
+ones are prefilled into their slots, so no step is spent on padding or on finished rows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from moraleval.backend import GenerateRequest, GenerateResult, ScoreResult
+from moraleval.errors import BackendError
+
+from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS
+
+SEQLENS = "seqlens_k"  # int32 [batch]: total length (past + new) of each sequence, minus 1
+TOTAL = "total_sequence_length"  # int32 [1]: the longest total length of the batch
+
+
+def _init(g: onnx.GraphProto, name: str) -> np.ndarray | None:
+    for t in g.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    return None
+
+
+def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
+    """Rewrite a decoder written by :func:`backends.onnx._graph.build_llama` in place (see the module docstring).
+
+    Returns False, leaving the graph untouched, for any other graph (a user's optimum export)."""
+    g = model.graph
+    if model.producer_name != "moraleval":
+        return False
+    nodes = list(g.node)
+    by_name = {n.name: k for k, n in enumerate(nodes)}
+    shape_q, shape_kv, inv_freq = _init(g, "shape.q"), _init(g, "shape.kv"), _init(g, "const.inv_freq")
+    if shape_q is None or shape_kv is None or inv_freq is None:
+        return False
+    nh, hd, nkv = int(shape_q[2]), int(shape_q[3]), int(shape_kv[2])
+    trig = [n for n in nodes if n.op_type in ("Cos", "Sin")]
+    n_layers = sum(1 for n in nodes if n.name.endswith("/concat_k"))
+    if n_layers == 0 or len(trig) != 2:
+        return False
+
+    # rotary tables: the graph computes float32(position) * inv_freq in float32, then cos/sin of [f, f]
+    pos = np.arange(max_positions, dtype=np.float32)[:, None]
+    freqs = pos * inv_freq.reshape(1, -1).astype(np.float32)
+    emb = np.concatenate([freqs, freqs], axis=-1).astype(np.float64)
+    tables = {"Cos": np.cos(emb).astype(np.float32), "Sin": np.sin(emb).astype(np.float32)}
+    new_inits = [numpy_helper.from_array(tables[n.op_type], f"ragged.{n.op_type.lower()}_table") for n in trig]
+    new_inits += [numpy_helper.from_array(np.array([0, 0, nh * hd], np.int64), "ragged.shape_q"),
+                  numpy_helper.from_array(np.array([0, 0, nkv * hd], np.int64), "ragged.shape_kv")]
+    for n in trig:
+        k = nodes.index(n)
+        nodes[k] = helper.make_node("Gather", [f"ragged.{n.op_type.lower()}_table", "position_ids"], list(n.output),
+                                    axis=0, name=n.name + "/table")
+
+    for i in range(n_layers):
+        p = f"model.layers.{i}"
+        ck, cv = by_name.get(f"{p}/concat_k"), by_name.get(f"{p}/concat_v")
+        if ck is None or cv is None:
+            return False
+        k_in, v_in = nodes[ck].input[1], nodes[cv].input[1]
+        q_in = ctx = None
+        j = cv + 1
+        while j < len(nodes) and ctx is None:
+            n = nodes[j]
+            if n.op_type == "Reshape" and n.input[1] == "shape.grouped_flat":
+                q_in = n.input[0]
+            elif n.op_type == "Reshape" and n.input[1] == "shape.hidden":
+                ctx = j
+            j += 1
+        if q_in is None or ctx is None:
+            return False
+        flat = []
+        for t, shape in ((q_in, "ragged.shape_q"), (k_in, "ragged.shape_kv"), (v_in, "ragged.shape_kv")):
+            tt = f"{p}/ragged/{len(flat)}"
+            flat.append(helper.make_node("Transpose", [t], [tt + ".bsnh"], perm=[0, 2, 1, 3], name=tt + "/T"))
+            flat.append(helper.make_node("Reshape", [tt + ".bsnh", shape], [tt + ".flat"], name=tt + "/R"))
+        gqa = helper.make_node(
+            "GroupQueryAttention",
+            [flat[1].output[0], flat[3].output[0], flat[5].output[0], f"past_key_values.{i}.key",
+             f"past_key_values.{i}.value", SEQLENS, TOTAL],
+            [nodes[ctx].output[0], f"present.{i}.key", f"present.{i}.value"],
+            name=f"{p}/GroupQueryAttention", domain="com.microsoft", num_heads=nh, kv_num_heads=nkv,
+            scale=1.0)  # q is already scaled by 1/sqrt(head_dim) in the graph
+        nodes[ctx] = None  # type: ignore[call-overload]
+        nodes[ck] = None  # type: ignore[call-overload]
+        nodes[cv] = flat + [gqa]  # type: ignore[call-overload]
+    flat_nodes: list[onnx.NodeProto] = []
+    for n in nodes:
+        if n is None:
+            continue
+        flat_nodes.extend(n if isinstance(n, list) else [n])
+
+    # dead-code elimination (the old mask/softmax chains), from the outputs to a fixed point (the scoring head's
+    # nodes come after the MatMul that reads them, so one backward sweep is not enough)
+    needed = {o.name for o in g.output}
+    live = [False] * len(flat_nodes)
+    changed = True
+    while changed:
+        changed = False
+        for k in range(len(flat_nodes) - 1, -1, -1):
+            n = flat_nodes[k]
+            if not live[k] and any(o in needed for o in n.output):
+                live[k] = changed = True
+                needed.update(x for x in n.input if x)
+    keep = [n for n, alive in zip(flat_nodes, live) if alive]
+    del g.node[:]
+    g.node.extend(keep)
+    inits = [t for t in g.initializer if t.name in needed] + new_inits
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    inputs = [x for x in g.input if x.name in needed]
+    del g.input[:]
+    g.input.extend(inputs)
+    g.input.extend([helper.make_tensor_value_info(SEQLENS, TensorProto.INT32, ["batch_size"]),
+                    helper.make_tensor_value_info(TOTAL, TensorProto.INT32, [1])])
+    del g.value_info[:]
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return True
+
+
+class RaggedDecoder:
+    """Scoring and generation on a graph rewritten by :func:`make_ragged`.
+
+    ``pick(next_logprobs_row, request, rng) -> token`` and the tokenizer come from the backend."""
+
+    def __init__(self, backend: Any) -> None:
+        self.be = backend
+        self.session = backend.session
+        self.past_names: list[str] = backend._past_names
+        self.present_names: list[str] = backend._present_names
+        self.nkv, self.hd, self.dtype = backend._kv_heads, backend._head_dim, backend._past_dtype
+
+    # ------------------------------------------------------------------------------------------ passes
+
+    def _feed(self, ids: np.ndarray, pos: np.ndarray, seqlens: np.ndarray, sel_pos: np.ndarray,
+              sel_tgt: np.ndarray) -> dict[str, np.ndarray]:
+        return {"input_ids": ids.astype(np.int64), "position_ids": pos.astype(np.int64),
+                SEQLENS: seqlens.astype(np.int32), TOTAL: np.array([int(seqlens.max()) + 1], np.int32),
+                SELECT_POSITIONS: sel_pos.astype(np.int64), SELECT_TARGETS: sel_tgt.astype(np.int64)}
+
+    def _run(self, feed: dict[str, np.ndarray], past: list[np.ndarray], want_present: bool) \
+            -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        feed.update(zip(self.past_names, past))
+        outs = [SELECTED_LOGPROBS, NEXT_LOGPROBS] + (self.present_names if want_present else [])
+        try:
+            res = self.session.run(outs, feed)
+        except Exception as exc:
+            raise BackendError(f"onnxruntime failed on a batch of shape {tuple(feed['input_ids'].shape)}: "
+                               f"{exc}") from None
+        return res[0], res[1], res[2:]
+
+    def prefill(self, seqs: list[list[int]], want_present: bool = True) \
+            -> tuple[np.ndarray, list[np.ndarray]]:
+        """Right-padded first pass: next-token log-probs at each sequence's last token, and the KV cache
+        ([n, kv_heads, S, head_dim] per layer; row b valid up to len(seqs[b]))."""
+        n, S = len(seqs), max(len(s) for s in seqs)
+        ids = np.zeros((n, S), np.int64)
+        for r, s in enumerate(seqs):
+            ids[r, :len(s)] = s
+        lens = np.array([len(s) for s in seqs])
+        pos = np.minimum(np.arange(S)[None, :], self.be.max_length - 1).repeat(n, axis=0)
+        empty = np.zeros((n, self.nkv, 0, self.hd), self.dtype)
+        feed = self._feed(ids, pos, lens - 1, (lens - 1)[:, None], np.zeros((n, 1)))
+        _, next_lp, present = self._run(feed, [empty] * len(self.past_names), want_present)
+        return next_lp, present
+
+    # ------------------------------------------------------------------------------------------ scoring
+
+    def score_batch(self, prompts: list[list[int]], conts: list[list[list[int]]], top_ks: list[int]) \
+            -> list[ScoreResult]:
+        B = len(prompts)
+        multi = any(len(c) >= 2 for cs in conts for c in cs)
+        next_lp, present = self.prefill(prompts, want_present=multi)
+        logprobs = [[float(next_lp[b, c[0]]) if c else 0.0 for c in conts[b]] for b in range(B)]
+        if multi:
+            lens = np.array([len(p) for p in prompts])
+            S = int(present[0].shape[2])
+            rows = [(b, j) for b in range(B) for j, c in enumerate(conts[b]) if len(c) >= 2]
+            per_pass = max(1, self.be.settings["max_batch_tokens"] // 2 // (S + max(len(conts[b][j]) for b, j in rows)))
+            for start in range(0, len(rows), per_pass):
+                group = rows[start:start + per_pass]
+                src = np.array([b for b, _ in group])
+                cs = [conts[b][j] for b, j in group]
+                Lc = max(len(c) - 1 for c in cs)
+                R = len(group)
+                c_ids = np.zeros((R, Lc), np.int64)
+                c_tgt = np.zeros((R, Lc), np.int64)
+                for r, c in enumerate(cs):
+                    c_ids[r, :len(c) - 1] = c[:-1]
+                    c_tgt[r, :len(c) - 1] = c[1:]
+                # one token per pass on top of the prompt's cache (GroupQueryAttention extends a batch of
+                # caches by one token at a time; by more only for a batch of one)
+                past = [p[src] for p in present]
+                got = np.zeros((R, Lc), np.float64)
+                for t in range(Lc):
+                    seqlens = lens[src] + t
+                    feed = self._feed(c_ids[:, t:t + 1], np.minimum(seqlens, self.be.max_length - 1)[:, None],
+                                      seqlens, np.zeros((R, 1)), c_tgt[:, t:t + 1])
+                    sel, _, past = self._run(feed, past, want_present=t + 1 < Lc)
+                    got[:, t] = sel[:, 0]
+                for r, ((b, j), c) in enumerate(zip(group, cs)):
+                    logprobs[b][j] += float(got[r, :len(c) - 1].sum())
+        out = []
+        for b in range(B):
+            top: list[tuple[str, float]] = []
+            k = min(top_ks[b], next_lp.shape[1])
+            if k > 0:
+                row = next_lp[b]
+                idx = np.argpartition(-row, k - 1)[:k]
+                idx = idx[np.lexsort((idx, -row[idx]))]
+                top = [(self.be.text.token_text(int(t)), float(row[t])) for t in idx]
+            out.append(ScoreResult(tuple(logprobs[b]), tuple(len(c) for c in conts[b]), tuple(top)))
+        return out
+
+    # ------------------------------------------------------------------------------------------ generation
+
+    def generate(self, prompts: list[list[int]], reqs: Sequence[GenerateRequest], batch_size: int,
+                 emit: Callable[[int, GenerateResult], None]) -> None:
+        """Continuous batching: up to ``batch_size`` sequences decode together; a finished one leaves at once
+        and the next queued prompt is prefilled into its slot.  ``emit(i, result)`` as each finishes."""
+        import onnxruntime as ort
+
+        be = self.be
+        text = be.text
+        budgets = [min(r.max_tokens, be.max_length - len(p)) for r, p in zip(reqs, prompts)]
+        queue = deque(i for i in range(len(reqs)))
+        for i in list(queue):
+            if reqs[i].max_tokens <= 0:
+                queue.remove(i)
+                emit(i, GenerateResult("", 0, "length"))
+        if not queue:
+            return
+        cap = max(len(prompts[i]) + budgets[i] for i in queue)
+        B = min(batch_size, len(queue))
+        kv = [np.zeros((B, self.nkv, cap, self.hd), self.dtype) for _ in self.past_names]
+        # per slot: request index, generated tokens, rng, tokens in the cache, token to feed next
+        slots: list[dict[str, Any]] = []
+
+        def finish(state: dict[str, Any], reason: str, cut: str | None = None) -> None:
+            out = cut if cut is not None else text.decode(state["gen"])
+            emit(state["i"], GenerateResult(out, len(state["gen"]), reason))
+
+        def accept(state: dict[str, Any], tok: int) -> bool:
+            """Take the picked token; True while the sequence goes on."""
+            r = reqs[state["i"]]
+            if tok in text.stop_ids:
+                finish(state, "eos")
+                return False
+            state["gen"].append(tok)
+            if r.stop:
+                t = text.decode(state["gen"])
+                hit = [t.find(s) for s in r.stop if s and s in t]
+                if hit:
+                    finish(state, "stop", t[:min(hit)])
+                    return False
+            if len(state["gen"]) >= budgets[state["i"]]:
+                finish(state, "length")
+                return False
+            state["next"] = tok
+            return True
+
+        def fill() -> None:
+            """Prefill queued prompts into free slots (right after the active ones)."""
+            while queue and len(slots) < B:
+                take = []
+                budget = be.settings["max_batch_tokens"]
+                while queue and len(slots) + len(take) < B:
+                    i = queue[0]
+                    longest = max([len(prompts[j]) for j in take] + [len(prompts[i])])
+                    if take and (len(take) + 1) * longest > budget:
+                        break
+                    take.append(queue.popleft())
+                next_lp, present = self.prefill([prompts[i] for i in take])
+                for r, i in enumerate(take):
+                    state = {"i": i, "gen": [], "rng": np.random.default_rng(reqs[i].seed), "len": len(prompts[i])}
+                    if accept(state, be._pick(next_lp[r], reqs[i], state["rng"])):
+                        row = len(slots)
+                        L = state["len"]
+                        for dst, src in zip(kv, present):
+                            dst[row, :, :L] = src[r, :, :L]
+                        slots.append(state)
+
+        fill()
+        while slots:
+            A = len(slots)
+            lens = np.array([s["len"] for s in slots])
+            io = self.session.io_binding()
+            io.bind_cpu_input("input_ids", np.array([[s["next"]] for s in slots], np.int64))
+            io.bind_cpu_input("position_ids", lens[:, None].astype(np.int64))
+            io.bind_cpu_input(SEQLENS, lens.astype(np.int32))
+            io.bind_cpu_input(TOTAL, np.array([int(lens.max()) + 1], np.int32))
+            io.bind_cpu_input(SELECT_POSITIONS, np.zeros((A, 1), np.int64))
+            io.bind_cpu_input(SELECT_TARGETS, np.zeros((A, 1), np.int64))
+            views = []
+            for name, pname, buf in zip(self.past_names, self.present_names, kv):
+                v = ort.OrtValue.ortvalue_from_numpy(buf[:A])
+                views.append(v)
+                io.bind_ortvalue_input(name, v)
+                io.bind_ortvalue_output(pname, v)
+            io.bind_output(NEXT_LOGPROBS)
+            try:
+                self.session.run_with_iobinding(io)
+            except Exception as exc:
+                raise BackendError(f"onnxruntime failed on a decode step of {A} sequences: {exc}") from None
+            next_lp = io.get_outputs()[-1].numpy()
+            del views
+            alive = []
+            for r, s in enumerate(slots):
+                s["len"] += 1
+                if accept(s, be._pick(next_lp[r], reqs[s["i"]], s["rng"])):
+                    alive.append(r)
+            if len(alive) < A:  # compact: the surviving rows move to the front, in order
+                for new, old in enumerate(alive):
+                    if new != old:
+                        L = slots[old]["len"]
+                        for buf in kv:
+                            buf[new, :, :L] = buf[old, :, :L]
+                slots[:] = [slots[r] for r in alive]
+                fill()

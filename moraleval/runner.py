@@ -267,8 +267,12 @@ class _Run:
         missing = [h for h in unique if h not in results]
         if not self.dry_run and missing:
             task = self.progress.stage(f"{stage.name} ({stage.cached} cached)", len(missing))
-            for start in range(0, len(missing), self.batch_size):
-                batch = missing[start:start + self.batch_size]
+            # a backend that batches internally (continuous batching) may ask for larger calls; results are
+            # still stored one by one through on_result
+            hint = getattr(self.backend, "call_size", None)
+            step = max(self.batch_size, int(hint(stage.kind)) if callable(hint) else 0)
+            for start in range(0, len(missing), step):
+                batch = missing[start:start + step]
                 self._call(stage, call, batch, [unique[h] for h in batch], results, task)
         return {key: results[h] for h, (key, _req) in zip(hashes, pairs) if h in results}
 

@@ -232,6 +232,13 @@ class OnnxBackend:
             "settings": settings,
         }
 
+    def call_size(self, kind: str) -> int:
+        """Requests the runner should hand over per call: enough to keep every decoding slot busy (the ragged
+        decoder refills a finished sequence's slot from the same call)."""
+        if kind == "generate" and self.ragged:
+            return 4 * self.settings["generate_batch_size"]
+        return self.settings["batch_size"] if kind == "score" else self.settings["generate_batch_size"]
+
     def render(self, prompt: Prompt) -> str:
         """The exact text the model sees for ``prompt``."""
         return self.text.render(prompt)

@@ -1,0 +1,103 @@
+"""Ragged, batch-invariant decoding (backends/onnx/_ragged.py) on the tiny random Llama: every result is the same
+bits alone or in any batch, for generation (greedy and sampled, with continuous batching) and for scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from _onnx_ref import TINY, random_weights, reference_logits
+from backends.onnx import OnnxBackend
+from backends.onnx._graph import add_scoring_head, build_llama
+from backends.onnx._ragged import make_ragged
+from moraleval.backend import GenerateRequest, Prompt, ScoreRequest
+
+PROMPTS = ["the capital of France is", "is the", "Paris is the capital of the", "a", "the the the the (a) of",
+           "of the capital", "France", "the (a) (b) (c) is the capital of the the"]
+CONTS = (" (a)", " Paris", " of", " the capital of France", "")
+
+
+def _requests(max_tokens=12):
+    reqs = [GenerateRequest(Prompt(p), max_tokens=max_tokens - (i % 4)) for i, p in enumerate(PROMPTS)]
+    reqs += [GenerateRequest(Prompt(p), max_tokens=9, temperature=0.9, top_p=0.95, seed=i)
+             for i, p in enumerate(PROMPTS[:5])]
+    return reqs
+
+
+def test_own_graphs_are_ragged_and_batch_sizes_leave_identity(tiny_dir):
+    a = OnnxBackend(model=str(tiny_dir))
+    b = OnnxBackend(model=str(tiny_dir), batch_size=3, generate_batch_size=5)
+    assert a.ragged and b.ragged
+    assert a.settings["generate_batch_size"] > 1  # batched by default
+    assert a.identity() == b.identity()  # batch sizes change speed, never a result
+    assert a.identity()["settings"]["attention"] == "ragged"
+
+
+@pytest.mark.parametrize("batch", [2, 3, 16])
+def test_generation_is_the_same_bits_in_any_batch(tiny_dir, batch):
+    reqs = _requests()
+    alone = OnnxBackend(model=str(tiny_dir), generate_batch_size=1)
+    want = [alone.generate([r])[0] for r in reqs]
+    be = OnnxBackend(model=str(tiny_dir), generate_batch_size=batch)
+    seen = []
+    got = be.generate(reqs, on_result=lambda i, r: seen.append(i))
+    assert got == want
+    assert sorted(seen) == list(range(len(reqs)))
+    # another order and company: the same answer for each request
+    perm = list(reversed(range(len(reqs))))
+    assert [be.generate([reqs[i] for i in perm])[k] for k in range(len(reqs))] == [want[i] for i in perm]
+    assert len({r.n_tokens for r in want}) > 1  # sequences finish at different steps (slots are refilled)
+
+
+def test_ragged_greedy_matches_numpy_reference(tiny_dir, tiny_weights):
+    be = OnnxBackend(model=str(tiny_dir), generate_batch_size=4)
+    res = be.generate([GenerateRequest(Prompt(p), max_tokens=6) for p in PROMPTS])
+    for p, r in zip(PROMPTS, res):
+        ids = be.text.encode_prompt(Prompt(p))
+        out: list[int] = []
+        for _ in range(6):
+            nxt = int(np.argmax(reference_logits(tiny_weights, TINY, ids + out)[-1]))
+            if nxt in be.text.stop_ids:
+                break
+            out.append(nxt)
+        assert r.text == be.text.decode(out)
+
+
+def test_scoring_is_the_same_bits_in_any_batch(tiny_dir):
+    reqs = [ScoreRequest(Prompt(p), CONTS, top_k=3) for p in PROMPTS]
+    single = OnnxBackend(model=str(tiny_dir), batch_size=1).score(reqs)
+    for bs, budget in ((8, 8192), (3, 8192), (8, 40)):  # a small budget: continuation rows in several passes
+        assert OnnxBackend(model=str(tiny_dir), batch_size=bs, max_batch_tokens=budget).score(reqs) == single
+    assert any(n >= 3 for n in single[0].n_tokens)
+
+
+def test_ragged_scores_match_the_padded_graph(tiny_dir):
+    """The rewrite changes the arithmetic's order only: log-probs agree with the original graph to fp32 noise."""
+    from backends.onnx import _backend
+
+    reqs = [ScoreRequest(Prompt(p), CONTS) for p in PROMPTS]
+    ragged = OnnxBackend(model=str(tiny_dir)).score(reqs)
+    orig = _backend.make_ragged
+    _backend.make_ragged = lambda proto, n: False
+    try:
+        padded_be = OnnxBackend(model=str(tiny_dir))
+    finally:
+        _backend.make_ragged = orig
+    assert not padded_be.ragged and padded_be.settings["generate_batch_size"] == 1
+    for a, b in zip(ragged, padded_be.score(reqs)):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_foreign_graphs_are_left_alone():
+    model = build_llama(random_weights(TINY), TINY, dtype="float32")
+    model.producer_name = "optimum"
+    add_scoring_head(model)
+    before = model.SerializeToString()
+    assert make_ragged(model, 64) is False
+    assert model.SerializeToString() == before
+    mine = onnx.load_from_string(before)
+    mine.producer_name = "moraleval"
+    assert make_ragged(mine, 64) is True
+    assert any(n.op_type == "GroupQueryAttention" for n in mine.graph.node)
+    assert not any(n.op_type in ("Softmax", "Cos", "Sin") for n in mine.graph.node)

@@ -1,0 +1,154 @@
+"""Chain-of-thought throughput of the ONNX backend, batch 1 vs the default (run by hand; prints a table + JSON).
+
+    MORALEVAL_DATA=/work/shared/data python bench/cot.py [--rounds 1] [--b1-items 8] [--items 64]
+
+Two workloads, each a full CoT item (generate the reasoning, then score the follow-up turn's three choices):
+
+- ``quickstart``: the quick start's Q_IF_CoT requests (48-token reasoning), all 48 items;
+- ``bbq256``: specs/bbq.me's Q_IF_CoT on the first ``--items`` BBQ Religion items with the paper's 256 tokens.
+
+Configurations: ``padded-b1`` (the graph before this change: left-padded batches, ``generate_batch_size: 1``),
+``ragged-b1`` (the ragged graph one sequence at a time) and ``ragged-default`` (the default: continuous batching).
+Every measurement runs in its own subprocess (own peak RSS), interleaved round by round so that load on a shared
+machine hits all of them alike; batch-1 runs use the first ``--b1-items`` items only (rates are per item/token).
+Reports decode tokens/s (generated tokens / generation seconds), CoT items/s end to end, peak RSS, the load
+average, the ratios to ``padded-b1``, and the projected wall time of the paper's full BBQ (58,492 rows x 3
+conditions; Q and Q+IF scored from the measured scoring rate, Q+IF+CoT at the measured 256-token CoT rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAPER_BBQ_ROWS = 58_492
+CONFIGS = ("padded-b1", "ragged-b1", "ragged-default")
+
+
+def _requests(workload: str, n: int):
+    from moraleval.checker import check
+    from moraleval.planner import compile_plan
+
+    if workload == "quickstart":  # its builtin sample, whatever MORALEVAL_DATA says
+        data = os.environ.pop("MORALEVAL_DATA", None)
+        plan = compile_plan(check(ROOT / "specs" / "quickstart.me", mode="plan"))
+        if data is not None:
+            os.environ["MORALEVAL_DATA"] = data
+    else:
+        plan = compile_plan(check(ROOT / "specs" / "bbq.me", mode="plan",
+                                  overrides={"categories": '["Religion"]', "per_cell": str(max(1, n // 2))}))
+    keys = []
+    for item in plan.items:
+        if item.condition == "Q_IF_CoT" and item.request not in keys:
+            keys.append(item.request)
+    by_key = {r.key: r for r in plan.requests}
+    return [by_key[k] for k in keys[:n]]
+
+
+def measure(config: str, workload: str, n: int) -> dict:
+    """In a subprocess: generate + score ``n`` CoT items with ``config``."""
+    from backends.onnx import _backend
+    from moraleval.backend import ScoreRequest
+
+    reqs = _requests(workload, n)
+    if config == "padded-b1":
+        _backend.make_ragged = lambda proto, n_pos: False
+    be = _backend.OnnxBackend(generate_batch_size=1 if config.endswith("b1") else None)
+    t0 = time.perf_counter()
+    gens = be.generate([r.generate_request(0, {}) for r in reqs])
+    t_gen = time.perf_counter() - t0
+    names = [r.generate_steps[0][1].name for r in reqs]
+    scores = [r.score_request({name: g.text}) for r, name, g in zip(reqs, names, gens)]
+    t1 = time.perf_counter()
+    be.score(scores)
+    t_score = time.perf_counter() - t1
+    # Q / Q+IF items: one prompt, three single-token choices (the quick start's Q_IF prompt shape)
+    short = [ScoreRequest(s.prompt.__class__(messages=s.prompt.messages[:2] + (s.prompt.messages[-1],)),
+                          s.continuations) for s in scores[:8]] if scores[0].prompt.is_chat else []
+    t2 = time.perf_counter()
+    if short:
+        be.score(short)
+    t_short = time.perf_counter() - t2
+    tokens = sum(g.n_tokens for g in gens)
+    return {"config": config, "workload": workload, "items": len(reqs), "tokens": tokens,
+            "gen_s": t_gen, "score_s": t_score, "tok_s": tokens / t_gen, "items_s": len(reqs) / (t_gen + t_score),
+            "short_items_s": len(short) / t_short if short else None,
+            "batch": be.settings["generate_batch_size"], "texts": [g.text for g in gens],
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--b1-items", type=int, default=8)
+    ap.add_argument("--workloads", default="quickstart,bbq256")
+    ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # internal: config workload n
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one[0], args.one[1], int(args.one[2]))))
+        return 0
+    rows = []
+    load = [os.getloadavg()]
+    for rnd in range(args.rounds):
+        for workload in args.workloads.split(","):
+            full = 48 if workload == "quickstart" else args.items
+            for config in CONFIGS:
+                n = full if config == "ragged-default" else min(full, args.b1_items)
+                out = subprocess.run([sys.executable, __file__, "--one", config, workload, str(n)],
+                                     capture_output=True, text=True, env=os.environ)
+                if out.returncode:
+                    print(out.stderr, file=sys.stderr)
+                    return 1
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                row["round"] = rnd
+                rows.append(row)
+                load.append(os.getloadavg())
+                print(f"  {workload:10s} {config:15s} {row['items']:3d} items  {row['tok_s']:7.1f} tok/s  "
+                      f"{row['items_s']:6.3f} CoT items/s  rss {row['rss_mb']:6.0f} MB", flush=True)
+    print(f"\nload average (1 min) during the run: {min(x[0] for x in load):.1f} .. {max(x[0] for x in load):.1f}"
+          f" on {os.cpu_count()} CPUs")
+    summary = {}
+    for workload in args.workloads.split(","):
+        base = [r for r in rows if r["workload"] == workload and r["config"] == "padded-b1"]
+        for config in CONFIGS:
+            mine = [r for r in rows if r["workload"] == workload and r["config"] == config]
+            tok = sum(r["tok_s"] for r in mine) / len(mine)
+            its = sum(r["items_s"] for r in mine) / len(mine)
+            btok = sum(r["tok_s"] for r in base) / len(base)
+            bits = sum(r["items_s"] for r in base) / len(base)
+            summary[f"{workload}/{config}"] = {"tok_s": tok, "items_s": its, "tok_ratio": tok / btok,
+                                              "items_ratio": its / bits, "rss_mb": max(r["rss_mb"] for r in mine)}
+            print(f"{workload:10s} {config:15s} {tok:7.1f} tok/s ({tok / btok:4.1f}x)  {its:6.3f} items/s "
+                  f"({its / bits:4.1f}x)  peak RSS {max(r['rss_mb'] for r in mine):5.0f} MB")
+        # greedy texts: the default's equal the one-at-a-time ones on the shared items
+        ref = next(r for r in rows if r["workload"] == workload and r["config"] == "ragged-b1")
+        dflt = next(r for r in rows if r["workload"] == workload and r["config"] == "ragged-default")
+        same = sum(a == b for a, b in zip(ref["texts"], dflt["texts"]))
+        print(f"{workload:10s} greedy texts, default vs one at a time: {same}/{len(ref['texts'])} identical")
+    if "bbq256" in args.workloads:
+        short = [r["short_items_s"] for r in rows if r["workload"] == "bbq256" and r["short_items_s"]]
+        q_rate = sum(short) / len(short)
+        for config in ("padded-b1", "ragged-default"):
+            cot = summary[f"bbq256/{config}"]["items_s"]
+            hours = (2 * PAPER_BBQ_ROWS / q_rate + PAPER_BBQ_ROWS / cot) / 3600
+            summary[f"paper_bbq_hours/{config}"] = hours
+            print(f"projected full paper BBQ (58,492 rows x Q, Q+IF, Q+IF+CoT-256) with {config}: {hours:,.0f} h "
+                  f"(Q/Q+IF {2 * PAPER_BBQ_ROWS / q_rate / 3600:,.1f} h at {q_rate:.1f} items/s)")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "load": load}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

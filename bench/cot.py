@@ -45,7 +45,7 @@ def _requests(workload: str, n: int):
             os.environ["MORALEVAL_DATA"] = data
     else:
         plan = compile_plan(check(ROOT / "specs" / "bbq.me", mode="plan",
-                                  overrides={"categories": '["Religion"]', "per_cell": str(max(1, n // 2))}))
+                                  overrides={"categories": "Religion", "per_cell": str(max(1, n // 2))}))
     keys = []
     for item in plan.items:
         if item.condition == "Q_IF_CoT" and item.request not in keys:

@@ -3,7 +3,10 @@
 Order of work.  A request's generate steps run before its scoring, and every request's step *k* runs before any
 step *k+1*: all first generate steps (batched), then all second ones, ..., then all scoring (batched).  Inside a
 stage the backend calls are deduplicated by ``request_hash`` (different plan requests often share a CoT prompt)
-and sent in plan order, ``batch_size`` at a time.
+and sent in plan order, ``batch_size`` at a time (or more when the backend's ``call_size(kind)`` asks for more).
+A backend whose ``reuses_generated_prefix`` is true (the ONNX backend keeps recent generations' KV caches) gets
+the requests with generate steps in groups of ``call_size("generate")``: each group's generation, then at once its
+scoring — so the follow-up turn extends a cache still held — then the requests without generate steps.
 
 Caching.  Every result is normalised, then stored in the :class:`~moraleval.cache.ResponseCache` the moment the
 backend hands it over (``on_result``), one committed transaction each.  A run stopped by Ctrl-C, SIGKILL or a
@@ -226,14 +229,47 @@ class _Run:
         self.stored_now = 0
 
     def run(self) -> RunOutcomes:
-        depth = max((len(r.generate_steps) for r in self.requests), default=0)
+        groups = [self.requests]
+        size = self._interleave_size()
+        if size:  # each call's CoT turns are scored right after it, while the backend still holds their KV caches
+            cot = [r for r in self.requests if r.generate_steps]
+            rest = [r for r in self.requests if not r.generate_steps]
+            groups = [cot[i:i + size] for i in range(0, len(cot), size)] + ([rest] if rest else [])
+        self.depth = max((len(r.generate_steps) for r in self.requests), default=0)
+        got: dict[str, Result] = {}
+        for group in groups:
+            got.update(self._run_group(group))
+        outcomes = {r.key: RequestOutcome(r.key, dict(self.generated[r.key]), got[r.key])  # type: ignore[arg-type]
+                    for r in self.requests if r.key in got}
+        self.stats.completed = len(outcomes)
+        return RunOutcomes(outcomes, self.stats)
+
+    def _interleave_size(self) -> int:
+        """Requests per generate-then-score group, for a backend that reuses a generation's KV cache; else 0."""
+        if self.dry_run or not getattr(self.backend, "reuses_generated_prefix", False):
+            return 0
+        hint = getattr(self.backend, "call_size", None)
+        return max(self.batch_size, int(hint("generate")) if callable(hint) else 0)
+
+    def _stage(self, name: str, kind: str) -> StageStats:
+        for stage in self.stats.stages:
+            if stage.name == name:
+                return stage
+        stage = StageStats(name, kind)
+        self.stats.stages.append(stage)
+        return stage
+
+    def _run_group(self, requests: list[PlanRequest]) -> dict[str, Result]:
+        depth = self.depth
         for s in range(depth):
-            todo = [r for r in self.requests if len(r.generate_steps) > s]
+            todo = [r for r in requests if len(r.generate_steps) > s]
+            if not todo:
+                continue
             names = sorted({r.generate_steps[s][1].name for r in todo})
-            stage = StageStats(f"generate:{'/'.join(names)}" + (f"#{s + 1}" if depth > 1 else ""), "generate",
-                               len(todo))
+            stage = self._stage(f"generate:{'/'.join(names)}" + (f"#{s + 1}" if depth > 1 else ""), "generate")
+            stage.requests += len(todo)
             ready = [r for r in todo if r.key not in self.blocked]
-            stage.blocked = len(todo) - len(ready)
+            stage.blocked += len(todo) - len(ready)
             pairs = [(r.key, r.generate_request(s, self.generated[r.key])) for r in ready]
             got = self._resolve(stage, pairs, self.backend.generate)
             for r in ready:
@@ -242,28 +278,24 @@ class _Run:
                     self.generated[r.key][name] = got[r.key].text  # type: ignore[union-attr]
                 else:
                     self.blocked.add(r.key)
-        stage = StageStats("score", "score", len(self.requests))
-        ready = [r for r in self.requests if r.key not in self.blocked]
-        stage.blocked = len(self.requests) - len(ready)
+        stage = self._stage("score", "score")
+        stage.requests += len(requests)
+        ready = [r for r in requests if r.key not in self.blocked]
+        stage.blocked += len(requests) - len(ready)
         pairs = [(r.key, r.score_request(self.generated[r.key])) for r in ready]
-        got = self._resolve(stage, pairs, self.backend.score)
-        outcomes = {r.key: RequestOutcome(r.key, dict(self.generated[r.key]), got[r.key])  # type: ignore[arg-type]
-                    for r in self.requests if r.key in got}
-        self.stats.completed = len(outcomes)
-        return RunOutcomes(outcomes, self.stats)
+        return self._resolve(stage, pairs, self.backend.score)
 
     def _resolve(self, stage: StageStats, pairs: list[tuple[str, ScoreRequest | GenerateRequest]],
                  call: Callable[..., list[Any]]) -> dict[str, Result]:
         """Results for (plan key, backend request) pairs: from the cache, else from the backend in batches."""
-        self.stats.stages.append(stage)
         hashes = [request_hash(req) for _key, req in pairs]
         unique: dict[str, ScoreRequest | GenerateRequest] = {}
         for h, (_key, req) in zip(hashes, pairs):
             unique.setdefault(h, req)
-        stage.unique = len(unique)
+        stage.unique += len(unique)
         results: dict[str, Result] = dict(self.cache.get_many(self.model, unique, repair=not self.dry_run))
         self.stats.corrupted = list(self.cache.problems)
-        stage.cached = len(results)
+        stage.cached += len(results)
         missing = [h for h in unique if h not in results]
         if not self.dry_run and missing:
             task = self.progress.stage(f"{stage.name} ({stage.cached} cached)", len(missing))

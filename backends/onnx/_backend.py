@@ -100,7 +100,7 @@ class OnnxBackend:
     def __init__(self, model: str = "default", quantize: str = "none", threads: int | None = None,
                  batch_size: int | None = None, max_length: int | None = None, truncation: str = "error",
                  max_batch_tokens: int = 8192, generate_batch_size: int | None = None,
-                 spinning: bool = True) -> None:
+                 spinning: bool = True, kv_reuse_mb: int = 512) -> None:
         try:
             import onnx
             import onnxruntime as ort
@@ -117,6 +117,8 @@ class OnnxBackend:
                 continue  # the default depends on the graph (ragged: batched; otherwise 1)
             if not isinstance(v, int) or v < 1:
                 raise BackendError(f"{label} must be a positive integer, not {v!r}")
+        if not isinstance(kv_reuse_mb, int) or kv_reuse_mb < 0:
+            raise BackendError(f"kv_reuse_mb must be a non-negative integer, not {kv_reuse_mb!r}")
         for label, v in (("threads", threads), ("max_length", max_length)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise BackendError(f"{label} must be a positive integer, not {v!r}")
@@ -145,7 +147,7 @@ class OnnxBackend:
         self.settings = {"model": str(model), "quantize": quantize, "threads": threads or physical_cores(),
                          "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
                          "truncation": truncation, "generate_batch_size": generate_batch_size,
-                         "spinning": bool(spinning)}
+                         "spinning": bool(spinning), "kv_reuse_mb": kv_reuse_mb}
 
         try:
             proto = onnx.load(str(model_path), load_external_data=False)
@@ -232,11 +234,18 @@ class OnnxBackend:
             "settings": settings,
         }
 
+    @property
+    def reuses_generated_prefix(self) -> bool:
+        """True when a score request extending a just-generated dialogue reuses the generation's KV cache (the
+        runner then scores each batch of generate requests' follow-up turns right after generating them)."""
+        return self.ragged and self.settings["kv_reuse_mb"] > 0
+
     def call_size(self, kind: str) -> int:
         """Requests the runner should hand over per call: enough to keep every decoding slot busy (the ragged
         decoder refills a finished sequence's slot from the same call)."""
         if kind == "generate" and self.ragged:
-            return 4 * self.settings["generate_batch_size"]
+            # with KV reuse the runner scores each call's CoT turns right after it, while their caches are kept
+            return self.settings["generate_batch_size"] * (1 if self.reuses_generated_prefix else 4)
         return self.settings["batch_size"] if kind == "score" else self.settings["generate_batch_size"]
 
     def render(self, prompt: Prompt) -> str:

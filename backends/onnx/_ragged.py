@@ -22,7 +22,7 @@ ones are prefilled into their slots, so no step is spent on padding or on finish
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -143,6 +143,53 @@ def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
     return True
 
 
+class PrefixCache:
+    """The KV caches of recent generations' prompts, bounded in bytes, least recently used out.
+
+    A later score request whose tokens start with one of them (the CoT follow-up turn: the same dialogue, the
+    reasoning and the next human turn) extends that cache instead of recomputing the prefix.  Only positions
+    computed by a prefill are stored, in the arithmetic's own precision, so the extension gives the same bits as
+    computing from scratch (tested)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.entries: "OrderedDict[tuple[int, ...], list[np.ndarray]]" = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def put(self, ids: Sequence[int], kv: list[np.ndarray]) -> None:
+        size = sum(a.nbytes for a in kv)
+        key = tuple(ids)
+        if size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = kv
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= sum(a.nbytes for a in old)
+
+    def longest(self, ids: Sequence[int]) -> tuple[int, list[np.ndarray] | None]:
+        """(tokens shared with the entry sharing most, that entry's KV) — (0, None) if none."""
+        best, best_key = 0, None
+        arr = np.asarray(ids)
+        for key in self.entries:
+            n = min(len(key), len(arr))
+            if n <= best:
+                continue
+            diff = np.flatnonzero(np.asarray(key[:n]) != arr[:n])
+            common = int(diff[0]) if diff.size else n
+            if common > best:
+                best, best_key = common, key
+        if best_key is None:
+            return 0, None
+        self.entries.move_to_end(best_key)
+        return best, self.entries[best_key]
+
+
+MIN_REUSE = 16  # shortest shared prefix worth a separate extension pass
+
+
 class RaggedDecoder:
     """Scoring and generation on a graph rewritten by :func:`make_ragged`.
 
@@ -154,6 +201,7 @@ class RaggedDecoder:
         self.past_names: list[str] = backend._past_names
         self.present_names: list[str] = backend._present_names
         self.nkv, self.hd, self.dtype = backend._kv_heads, backend._head_dim, backend._past_dtype
+        self.prefixes = PrefixCache(int(backend.settings["kv_reuse_mb"]) << 20)
 
     # ------------------------------------------------------------------------------------------ passes
 
@@ -189,13 +237,59 @@ class RaggedDecoder:
         _, next_lp, present = self._run(feed, [empty] * len(self.past_names), want_present)
         return next_lp, present
 
+    def _extend(self, ids: list[int], common: int, kv: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Run ``ids[common:]`` on top of the first ``common`` cached positions (a batch of one: onnxruntime's
+        GroupQueryAttention extends a cache by several tokens only for one sequence at a time)."""
+        new = ids[common:]
+        S = len(new)
+        past = [np.ascontiguousarray(k[None, :, :common]) for k in kv]
+        pos = np.minimum(common + np.arange(S), self.be.max_length - 1)[None, :]
+        feed = self._feed(np.array([new]), pos, np.array([common + S - 1]), np.array([[S - 1]]), np.zeros((1, 1)))
+        _, next_lp, present = self._run(feed, past, want_present=True)
+        return next_lp, present
+
+    def prompt_states(self, prompts: list[list[int]], want_present: bool) \
+            -> tuple[np.ndarray, list[np.ndarray]]:
+        """Next-token log-probs after each prompt and (if wanted) the KV caches [B, kv_heads, S, head_dim]:
+        prompts that extend a stored generation reuse its cache, the others are prefilled together."""
+        reuse = {}
+        if self.prefixes.entries:
+            for b, ids in enumerate(prompts):
+                common, kv = self.prefixes.longest(ids)
+                common = min(common, len(ids) - 1)  # the last prompt token must run: its output is the score
+                if common >= MIN_REUSE:
+                    reuse[b] = (common, kv)
+        if not reuse:
+            return self.prefill(prompts, want_present)
+        fresh = [b for b in range(len(prompts)) if b not in reuse]
+        S = max(len(p) for p in prompts)
+        next_lp = None
+        present = [np.zeros((len(prompts), self.nkv, S, self.hd), self.dtype) for _ in self.past_names] \
+            if want_present else []
+        if fresh:
+            lp, pr = self.prefill([prompts[b] for b in fresh], want_present)
+            next_lp = np.zeros((len(prompts), lp.shape[1]), lp.dtype)
+            next_lp[fresh] = lp
+            for dst, src in zip(present, pr):
+                dst[fresh, :, :src.shape[2]] = src
+        for b, (common, kv) in reuse.items():
+            lp, pr = self._extend(prompts[b], common, kv)
+            self.prefixes.hits += 1
+            self.prefixes.reused_tokens += common
+            if next_lp is None:
+                next_lp = np.zeros((len(prompts), lp.shape[1]), lp.dtype)
+            next_lp[b] = lp[0]
+            for dst, src in zip(present, pr):
+                dst[b, :, :len(prompts[b])] = src[0, :, :len(prompts[b])]
+        return next_lp, present  # type: ignore[return-value]
+
     # ------------------------------------------------------------------------------------------ scoring
 
     def score_batch(self, prompts: list[list[int]], conts: list[list[list[int]]], top_ks: list[int]) \
             -> list[ScoreResult]:
         B = len(prompts)
         multi = any(len(c) >= 2 for cs in conts for c in cs)
-        next_lp, present = self.prefill(prompts, want_present=multi)
+        next_lp, present = self.prompt_states(prompts, want_present=multi)
         logprobs = [[float(next_lp[b, c[0]]) if c else 0.0 for c in conts[b]] for b in range(B)]
         if multi:
             lens = np.array([len(p) for p in prompts])
@@ -296,6 +390,13 @@ class RaggedDecoder:
                         break
                     take.append(queue.popleft())
                 next_lp, present = self.prefill([prompts[i] for i in take])
+                if self.prefixes.max_bytes:
+                    # keep each prompt's cache for the turn scored on top of it later (the prompt's part only:
+                    # positions computed by a prefill are the bits a from-scratch prefill computes; decode steps
+                    # run onnxruntime's one-row kernels, which round differently — measured ~1e-6)
+                    for r, i in enumerate(take):
+                        L = len(prompts[i])
+                        self.prefixes.put(prompts[i], [src[r, :, :L].copy() for src in present])
                 for r, i in enumerate(take):
                     state = {"i": i, "gen": [], "rng": np.random.default_rng(reqs[i].seed), "len": len(prompts[i])}
                     if accept(state, be._pick(next_lp[r], reqs[i], state["rng"])):

@@ -101,3 +101,31 @@ def test_foreign_graphs_are_left_alone():
     assert make_ragged(mine, 64) is True
     assert any(n.op_type == "GroupQueryAttention" for n in mine.graph.node)
     assert not any(n.op_type in ("Softmax", "Cos", "Sin") for n in mine.graph.node)
+
+
+def test_cot_turn_reuses_the_generation_cache_and_scores_as_from_scratch(tiny_dir):
+    """Generate, then score prompt + reasoning + a follow-up turn: the score extends the generation's KV cache
+    (counted) and equals scoring the full text on a backend that never generated (to the bit; stored to 6 dp)."""
+    prompts = [p + " the (a) of" for p in PROMPTS]
+    be = OnnxBackend(model=str(tiny_dir), generate_batch_size=3)
+    gens = be.generate([GenerateRequest(Prompt(p), max_tokens=4 + i % 3) for i, p in enumerate(prompts)])
+    follow = [ScoreRequest(Prompt(p + g.text + " of the"), (" (a)", " Paris", " of", ""), top_k=2)
+              for p, g in zip(prompts, gens)]
+    reused = be.score(follow)
+    # (prompts shorter than MIN_REUSE tokens, or a generation that ended at its first token, start afresh)
+    assert be._decoder.prefixes.hits >= len(follow) // 2 and be._decoder.prefixes.reused_tokens > 0
+    fresh_be = OnnxBackend(model=str(tiny_dir), kv_reuse_mb=0)
+    assert not fresh_be.reuses_generated_prefix
+    fresh = fresh_be.score(follow)
+    assert fresh_be._decoder.prefixes.hits == 0
+    assert reused == fresh
+
+
+def test_prefix_cache_is_bounded():
+    from backends.onnx._ragged import PrefixCache
+
+    c = PrefixCache(3 * 400)
+    for i in range(5):
+        c.put([i] * 10, [np.zeros(100, np.float32)])  # 400 bytes each
+    assert len(c.entries) == 3 and c.bytes == 1200
+    assert c.longest([4] * 12)[0] == 10 and c.longest([0] * 12) == (0, None)  # the oldest left first

@@ -9,9 +9,9 @@ runner, the cache and the report are the same code for both executors:
 - A ``score``/``generate`` call from the runner is cut into *shards* of ``shard_size`` consecutive requests.  The
   shard size is the local executor's batch size, and the runner is given ``runner_batch_size`` (one call per
   stage), so each shard is exactly one backend call of the local run: same requests, same order, same padding,
-  hence the same numbers and the same ``report.json`` bytes.  (ONNX generation with ``generate_batch_size`` 1,
-  its default, decodes every request alone, so its shards are single requests: long chains of thought spread
-  evenly over the workers, and the results still cannot differ.)
+  hence the same numbers and the same ``report.json`` bytes.  (ONNX generation with ``generate_batch_size`` 1
+  decodes every request alone, so its shards are single requests: long chains of thought spread evenly over the
+  workers.  The ONNX default, ragged batch-invariant decoding, gives the same bits in any shard.)
 - Shards are submitted to the least-loaded actors (``inflight_per_worker`` at a time, so the next shard is
   already queued when one finishes) and collected with ``ray.wait`` as they finish; every result is handed to
   ``on_result`` on the driver at once, where the runner stores it in the one persistent cache.
@@ -186,10 +186,11 @@ class RayBackendPool:
         self._ray = ray
         self.backend_name = name
         self.shard_size = shard_size
-        # ONNX generation with generate_batch_size 1 (its default) decodes each request alone: its results do not
-        # depend on the shard, so generation is spread one request at a time (long CoT requests balance better).
+        # ONNX generation with generate_batch_size 1 decodes each request alone: its results do not depend on the
+        # shard, so generation is spread one request at a time (long CoT requests balance better).  Left unset, the
+        # ONNX default is ragged batch-invariant decoding (any shard gives the same bits): shards stay batched.
         settings = dict(settings or {})
-        independent = name == "onnx" and settings.get("generate_batch_size", 1) == 1
+        independent = name == "onnx" and settings.get("generate_batch_size") == 1
         self.generate_shard_size = 1 if independent else shard_size
         self.runner_batch_size = RUNNER_BATCH
         self.inflight_per_worker = max(1, inflight_per_worker)

@@ -19,6 +19,7 @@ import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from moraleval import nodes as n
+from moraleval import templating
 from moraleval.datasets import (
     ROW_ID, VARIANT, DatasetResult, StatementError, UnsafePath, read_table, resolve_data_path, run_pipeline,
     sha256_file,
@@ -117,8 +118,9 @@ class CheckedSpec:
 
 
 def make_environment() -> SandboxedEnvironment:
-    """Templates render sandboxed, strictly: an unknown variable is an error, never an empty string."""
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    """Templates render sandboxed, strictly (an unknown variable is an error, never an empty string), immutably
+    and within resource limits: see moraleval.templating."""
+    return templating.make_environment()
 
 
 class _Checker:
@@ -454,7 +456,7 @@ class _Checker:
     # ------------------------------------------------------------------ templates
     def _compile(self, text: str, text_span: Span | None, where: str, node: Any) -> jinja2.Template | None:
         try:
-            return self.env.from_string(text)
+            return templating.compile_template(self.env, text)
         except jinja2.TemplateSyntaxError as exc:
             span = _template_line_span(text_span, exc.lineno or 1, text)
             self.error(f"template error in {where}: {exc.message}", node,
@@ -610,7 +612,7 @@ class _Checker:
             if first_row is not None:
                 env = {**consts, **first_row, **c.lets}
                 try:
-                    compiled.render(env)
+                    templating.render(compiled, env)
                 except jinja2.UndefinedError as exc:
                     if "is undefined" in str(exc) and "attribute" not in str(exc):
                         continue  # an unknown top-level name: reported above
@@ -619,7 +621,8 @@ class _Checker:
                                span=tspan)
                 except jinja2.TemplateError as exc:
                     self.error(f"template fails on the first row of dataset '{ds.name}': {exc}", None, None,
-                               tsrc, code="E144", span=tspan)
+                               tsrc, code="E144", span=_template_line_span(tspan, getattr(exc, "lineno", 1) or 1,
+                                                                           ttext))
         choose = c.choose
         if choose.method != "logprob":
             self.error(f"unknown scoring '{choose.method}'", choose, "use: by logprob", src, code="E160")

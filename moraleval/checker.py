@@ -19,7 +19,7 @@ import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from moraleval import nodes as n
-from moraleval import templating
+from moraleval import safeio, templating
 from moraleval.datasets import (
     ROW_ID, VARIANT, DatasetResult, StatementError, UnsafePath, read_table, resolve_data_path, run_pipeline,
     sha256_file,
@@ -215,16 +215,24 @@ class _Checker:
         for stmt in spec.body:
             if isinstance(stmt, n.Import):
                 path = (Path(source.path).parent / stmt.path)
-                resolved = str(path.resolve())
+                try:
+                    resolved = str(path.resolve())
+                except (OSError, RuntimeError):  # a name too long to resolve: read below says why
+                    resolved = str(path)
                 if resolved in stack:
                     self.error(f"import cycle: '{stmt.path}' imports itself (through {' -> '.join(stack)})",
                                stmt, source=source, code="E110")
                     continue
-                if not path.is_file():
-                    self.error(f"imported file '{stmt.path}' not found (looked for {path})", stmt,
-                               "import paths are relative to the importing spec", source=source, code="E111")
+                try:
+                    sub_source = Source(safeio.read_text(path), str(path))
+                except safeio.FileProblem as exc:
+                    if exc.missing:
+                        self.error(f"imported file '{stmt.path}' not found (looked for {path})", stmt,
+                                   "import paths are relative to the importing spec", source=source, code="E111")
+                    else:
+                        self.error(f"imported file '{_short(stmt.path)}' {exc.reason}", stmt, exc.hint,
+                                   source=source, code="E112")
                     continue
-                sub_source = Source(path.read_text(encoding="utf-8"), str(path))
                 self.imports[str(path)] = hashlib.sha256(sub_source.text.encode("utf-8")).hexdigest()
                 try:
                     sub = parse(sub_source)
@@ -371,8 +379,13 @@ class _Checker:
                 self.error(exc.message, node, exc.hint, src, code="E133")
                 return None
             decl = declared.get(rel)
-            if not path.is_file():
+            problem = safeio.probe(path)
+            if problem is not None and problem.missing:
                 self._missing(rel, node, src, fetch_hint, optional, f"not found under {root}")
+                return None
+            if problem is not None:
+                self.error(f"data file '{_short(rel)}' {problem.reason} ({_short(str(path))})", node, problem.hint,
+                           src, code="E136")
                 return None
             actual = sha256_file(path)
             if decl is None:
@@ -1123,11 +1136,15 @@ def check(path: str | Path | Source, *, overrides: dict[str, str] | None = None,
 
 
 def _read_source(path: str | Path) -> Source:
-    p = Path(path)
-    if not p.is_file():
-        raise MoralevalError(f"spec file '{path}' not found",
-                             hint="give the path of a .me file, e.g. specs/quickstart.me")
     try:
-        return Source(p.read_text(encoding="utf-8"), str(path))
-    except UnicodeDecodeError:
-        raise MoralevalError(f"spec file '{path}' is not UTF-8 text") from None
+        return Source(safeio.read_text(Path(path)), str(path))
+    except safeio.FileProblem as exc:
+        hint = exc.hint or "give the path of a .me file, e.g. specs/quickstart.me"
+        if exc.reason.startswith("is a directory"):
+            hint = f"give the spec files in it, e.g. {_short(str(path))}/*.me"
+        raise MoralevalError(f"spec file '{_short(str(path))}' {exc.reason}", hint=hint) from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A path as shown in a message: a 300-character name is cut in the middle."""
+    return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-(limit // 2):]

@@ -28,6 +28,7 @@ from moraleval.errors import DataError, Diagnostic, MoralevalError, SpecCheckErr
 from moraleval.parser import parse
 from moraleval.rowexpr import ROW_FUNCTIONS, EvalError, evaluate
 from moraleval.source import Source, Span
+from moraleval.urlsecrets import HINT as SECRET_HINT, redact_url, url_secret_problem
 
 SUPPORTED_VERSIONS = (1,)
 AGGREGATES = {"mean": (1, 1), "sum": (1, 1), "count": (0, 1), "pearson": (2, 2)}
@@ -793,7 +794,7 @@ class _Checker:
                                        code="E187")
                     if a == b:
                         self.error(f"compare: '{a} vs {b}' compares a condition with itself", cmp, source=src,
-                                   code="E188")
+                                   code="E195")
                 if cmp.test in ("paired_t", "wilcoxon") and not _is_item_mean(m.expr):
                     self.error(f"compare: {cmp.test} compares per-item values, so it needs a metric of the form "
                                f"mean(x ...) or sum(x ...); '{name}' is not", cmp,
@@ -852,6 +853,11 @@ class _Checker:
             settings = {}
             for key, value in m.settings:
                 settings[key] = self._const(value, consts, m)
+                problem = url_secret_problem(settings[key])
+                if problem is not None:  # the spec's settings are copied into plans and manifests
+                    settings[key] = redact_url(settings[key])
+                    self.error(f"model '{m.name}': setting '{key}': {problem}; a key must not be written in a "
+                               "spec", m, SECRET_HINT, src, code="E195")
                 if key in ("api_key", "key", "token", "password"):
                     self.error(f"model '{m.name}': secrets never go in a spec", m,
                                "put the key in an environment variable and name it: api_key_env: \"OPENAI_API_KEY\"",

@@ -19,6 +19,7 @@ import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from moraleval import nodes as n
+from moraleval import safeio, templating
 from moraleval.datasets import (
     ROW_ID, VARIANT, DatasetResult, StatementError, UnsafePath, read_table, resolve_data_path, run_pipeline,
     sha256_file,
@@ -27,6 +28,7 @@ from moraleval.errors import DataError, Diagnostic, MoralevalError, SpecCheckErr
 from moraleval.parser import parse
 from moraleval.rowexpr import ROW_FUNCTIONS, EvalError, evaluate
 from moraleval.source import Source, Span
+from moraleval.urlsecrets import HINT as SECRET_HINT, redact_url, url_secret_problem
 
 SUPPORTED_VERSIONS = (1,)
 AGGREGATES = {"mean": (1, 1), "sum": (1, 1), "count": (0, 1), "pearson": (2, 2)}
@@ -117,8 +119,9 @@ class CheckedSpec:
 
 
 def make_environment() -> SandboxedEnvironment:
-    """Templates render sandboxed, strictly: an unknown variable is an error, never an empty string."""
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    """Templates render sandboxed, strictly (an unknown variable is an error, never an empty string), immutably
+    and within resource limits: see moraleval.templating."""
+    return templating.make_environment()
 
 
 class _Checker:
@@ -213,16 +216,24 @@ class _Checker:
         for stmt in spec.body:
             if isinstance(stmt, n.Import):
                 path = (Path(source.path).parent / stmt.path)
-                resolved = str(path.resolve())
+                try:
+                    resolved = str(path.resolve())
+                except (OSError, RuntimeError):  # a name too long to resolve: read below says why
+                    resolved = str(path)
                 if resolved in stack:
                     self.error(f"import cycle: '{stmt.path}' imports itself (through {' -> '.join(stack)})",
                                stmt, source=source, code="E110")
                     continue
-                if not path.is_file():
-                    self.error(f"imported file '{stmt.path}' not found (looked for {path})", stmt,
-                               "import paths are relative to the importing spec", source=source, code="E111")
+                try:
+                    sub_source = Source(safeio.read_text(path), str(path))
+                except safeio.FileProblem as exc:
+                    if exc.missing:
+                        self.error(f"imported file '{stmt.path}' not found (looked for {path})", stmt,
+                                   "import paths are relative to the importing spec", source=source, code="E111")
+                    else:
+                        self.error(f"imported file '{_short(stmt.path)}' {exc.reason}", stmt, exc.hint,
+                                   source=source, code="E112")
                     continue
-                sub_source = Source(path.read_text(encoding="utf-8"), str(path))
                 self.imports[str(path)] = hashlib.sha256(sub_source.text.encode("utf-8")).hexdigest()
                 try:
                     sub = parse(sub_source)
@@ -369,8 +380,13 @@ class _Checker:
                 self.error(exc.message, node, exc.hint, src, code="E133")
                 return None
             decl = declared.get(rel)
-            if not path.is_file():
+            problem = safeio.probe(path)
+            if problem is not None and problem.missing:
                 self._missing(rel, node, src, fetch_hint, optional, f"not found under {root}")
+                return None
+            if problem is not None:
+                self.error(f"data file '{_short(rel)}' {problem.reason} ({_short(str(path))})", node, problem.hint,
+                           src, code="E136")
                 return None
             actual = sha256_file(path)
             if decl is None:
@@ -454,7 +470,7 @@ class _Checker:
     # ------------------------------------------------------------------ templates
     def _compile(self, text: str, text_span: Span | None, where: str, node: Any) -> jinja2.Template | None:
         try:
-            return self.env.from_string(text)
+            return templating.compile_template(self.env, text)
         except jinja2.TemplateSyntaxError as exc:
             span = _template_line_span(text_span, exc.lineno or 1, text)
             self.error(f"template error in {where}: {exc.message}", node,
@@ -610,7 +626,7 @@ class _Checker:
             if first_row is not None:
                 env = {**consts, **first_row, **c.lets}
                 try:
-                    compiled.render(env)
+                    templating.render(compiled, env)
                 except jinja2.UndefinedError as exc:
                     if "is undefined" in str(exc) and "attribute" not in str(exc):
                         continue  # an unknown top-level name: reported above
@@ -619,7 +635,8 @@ class _Checker:
                                span=tspan)
                 except jinja2.TemplateError as exc:
                     self.error(f"template fails on the first row of dataset '{ds.name}': {exc}", None, None,
-                               tsrc, code="E144", span=tspan)
+                               tsrc, code="E144", span=_template_line_span(tspan, getattr(exc, "lineno", 1) or 1,
+                                                                           ttext))
         choose = c.choose
         if choose.method != "logprob":
             self.error(f"unknown scoring '{choose.method}'", choose, "use: by logprob", src, code="E160")
@@ -777,7 +794,7 @@ class _Checker:
                                        code="E187")
                     if a == b:
                         self.error(f"compare: '{a} vs {b}' compares a condition with itself", cmp, source=src,
-                                   code="E188")
+                                   code="E195")
                 if cmp.test in ("paired_t", "wilcoxon") and not _is_item_mean(m.expr):
                     self.error(f"compare: {cmp.test} compares per-item values, so it needs a metric of the form "
                                f"mean(x ...) or sum(x ...); '{name}' is not", cmp,
@@ -836,6 +853,11 @@ class _Checker:
             settings = {}
             for key, value in m.settings:
                 settings[key] = self._const(value, consts, m)
+                problem = url_secret_problem(settings[key])
+                if problem is not None:  # the spec's settings are copied into plans and manifests
+                    settings[key] = redact_url(settings[key])
+                    self.error(f"model '{m.name}': setting '{key}': {problem}; a key must not be written in a "
+                               "spec", m, SECRET_HINT, src, code="E195")
                 if key in ("api_key", "key", "token", "password"):
                     self.error(f"model '{m.name}': secrets never go in a spec", m,
                                "put the key in an environment variable and name it: api_key_env: \"OPENAI_API_KEY\"",
@@ -1120,11 +1142,15 @@ def check(path: str | Path | Source, *, overrides: dict[str, str] | None = None,
 
 
 def _read_source(path: str | Path) -> Source:
-    p = Path(path)
-    if not p.is_file():
-        raise MoralevalError(f"spec file '{path}' not found",
-                             hint="give the path of a .me file, e.g. specs/quickstart.me")
     try:
-        return Source(p.read_text(encoding="utf-8"), str(path))
-    except UnicodeDecodeError:
-        raise MoralevalError(f"spec file '{path}' is not UTF-8 text") from None
+        return Source(safeio.read_text(Path(path)), str(path))
+    except safeio.FileProblem as exc:
+        hint = exc.hint or "give the path of a .me file, e.g. specs/quickstart.me"
+        if exc.reason.startswith("is a directory"):
+            hint = f"give the spec files in it, e.g. {_short(str(path))}/*.me"
+        raise MoralevalError(f"spec file '{_short(str(path))}' {exc.reason}", hint=hint) from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A path as shown in a message: a 300-character name is cut in the middle."""
+    return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-(limit // 2):]

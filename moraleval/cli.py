@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--show N prints N fully rendered prompts; --json FILE writes the plan.")
     p.add_argument("spec", metavar="SPEC")
     _common(p)
-    p.add_argument("--show", type=int, default=0, metavar="N", help="print N rendered prompts per condition")
+    p.add_argument("--show", type=_count(0), default=0, metavar="N", help="print N rendered prompts per condition")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write the plan as JSON ('-' for stdout)")
     p.add_argument("--model", help="model to render chat prompts with (default: the spec's default model)")
     p.set_defaults(func=cmd_plan)
@@ -105,15 +105,31 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="which of the spec's models to run (default: the one marked default)")
     p.add_argument("--out", metavar="DIR", help="report directory (default: reports/<spec name>/)")
     p.add_argument("--cache", metavar="DIR", help="response cache directory (default: the user cache)")
-    p.add_argument("--limit", type=int, metavar="N", help="run only the first N items (a quick look)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="requests per backend call")
+    p.add_argument("--limit", type=_count(0), metavar="N", help="run only the first N items (a quick look)")
+    p.add_argument("--batch-size", type=_count(1), default=None, metavar="N", help="requests per backend call")
     p.add_argument("--dry-run", action="store_true", help="say what would be computed and what is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--executor", choices=("local", "ray"), default=None,
                    help="where requests run: local (default) or ray (pip install 'moraleval[ray]'; see docs/scaling.md)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local instance)")
-    p.add_argument("--workers", type=int, metavar="N", help="Ray workers, each holding one backend instance")
+    p.add_argument("--workers", type=_count(1), metavar="N", help="Ray workers, each holding one backend instance")
     p.set_defaults(func=cmd_run)
+
+
+def _count(minimum: int):
+    """An argparse type: a whole number >= minimum (argparse reports anything else as a usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def _add_models_cli(sub) -> None:
@@ -457,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("MORALEVAL_DEBUG") == "1"
     # `moraleval SPEC ...` is `moraleval run SPEC ...`
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in COMMANDS and (first.endswith(".me") or Path(first).is_file()):
+    if first is not None and first not in COMMANDS and (first.endswith(".me") or _is_file(first)):
         argv.insert(argv.index(first), "run")
     parser = build_parser()
     try:
@@ -479,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `moraleval plan ... | head`
         return 0
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte: not a spec we can run
+        return False
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ import attrs
 import numpy as np
 
 from moraleval import nodes as n
+from moraleval import safeio
 from moraleval.errors import DataError
 from moraleval.rowexpr import EvalError, compile_expr, evaluate
 
@@ -61,7 +62,12 @@ def sha256_file(path: Path) -> str:
 def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
     """Rows of a jsonl/csv/tsv file as dicts (csv/tsv cells are strings here; the dataset pipeline turns cells
     that are numbers into numbers, see ``_convert_number``)."""
-    data = path.read_bytes().decode("utf-8")
+    try:
+        data = safeio.read_text(path)
+    except safeio.FileProblem as exc:
+        raise DataError(f"{path} {exc.reason}", hint=exc.hint) from None
+    if not data.strip():
+        raise DataError(f"{path}: the file is empty", hint="restore the file (e.g. fetch it again)")
     if fmt == "jsonl":
         rows = []
         for lineno, line in enumerate(data.splitlines(), 1):
@@ -91,6 +97,9 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
             raise DataError(f"{path}:{lineno}: {len(values)} fields, the header has {len(header)}",
                             hint=f"is this really a {fmt} file?")
         rows.append(dict(zip(header, values)))
+    if not rows:
+        raise DataError(f"{path}: the file has a header line but no rows", hint="restore the file (e.g. fetch it "
+                                                                                 "again)")
     return rows
 
 
@@ -312,7 +321,11 @@ def _run_pipeline(ds: n.Dataset, consts: dict[str, Any], load, *, on_error=None)
                     _report(on_error, StatementError(f"sample size must be a whole number, got {size!r}",
                                                      stmt), stmt)
                     continue
-            if size <= 0:
+            if size < 0:
+                _report(on_error, StatementError(f"sample size must be 0 (keep every row) or more, got {size}",
+                                                 stmt), stmt)
+                continue
+            if size == 0:
                 continue  # sample 0 (e.g. a parameter left at 0) keeps every row
             for c in stmt.per:
                 if c not in columns:

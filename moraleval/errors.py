@@ -125,6 +125,12 @@ class BackendError(MoralevalError):
     exit_code = 3
 
 
+class OutputDirError(MoralevalError):
+    """The report directory (--out) cannot be created or written; found before any request runs."""
+
+    exit_code = 2
+
+
 class RunError(MoralevalError):
     """A run stopped; everything computed so far is kept in the cache."""
 

@@ -81,14 +81,51 @@ def _span(meta_or_token: Any) -> Span:
 
 
 def unquote(token: Token) -> str:
+    """A string token's text, escapes decoded; a bad escape or a NUL byte is a located syntax error."""
     text = str(token)
-    if text.startswith('"""'):
-        body = text[3:-3]
-        # a triple-quoted block may start with a newline for readability; it is not part of the text
-        if body.startswith("\n"):
-            body = body[1:]
-        return ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""') if "\\" in body else body
-    return ast.literal_eval(text)
+    if "\0" in text:
+        line, column = _offset_position(token, text.index("\0"))
+        raise _Fail("a string cannot contain a NUL byte", Span(line, column),
+                    "remove it (a NUL byte usually means the file is binary or was corrupted)")
+    try:
+        if text.startswith('"""'):
+            body = text[3:-3]
+            # a triple-quoted block may start with a newline for readability; it is not part of the text
+            if body.startswith("\n"):
+                body = body[1:]
+            return ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""') if "\\" in body else body
+        return ast.literal_eval(text)
+    except (SyntaxError, ValueError, MemoryError) as exc:
+        raise _bad_escape(token, text, exc) from None
+
+
+_ESCAPE = re.compile(r"\\(?:N\{[^}\n]*\}?|u[0-9A-Fa-f]{0,4}|U[0-9A-Fa-f]{0,8}|x[0-9A-Fa-f]{0,2}|.)", re.S)
+
+
+def _bad_escape(token: Token, text: str, exc: Exception) -> "_Fail":
+    """Point at the first escape Python cannot decode (``\\u12``, ``\\x4``, ``\\N{nosuch}``)."""
+    reason = str(getattr(exc, "msg", exc) or exc)
+    reason = re.sub(r"^\(unicode error\) 'unicodeescape' codec can't decode bytes in position \d+(-\d+)?: ", "",
+                    reason)
+    offset = 0
+    for m in _ESCAPE.finditer(text):
+        try:
+            ast.literal_eval('"' + m.group(0) + '"')
+        except (SyntaxError, ValueError):
+            offset = m.start()
+            break
+    line, column = _offset_position(token, offset)
+    return _Fail(f"invalid escape in a string: {reason}", Span(line, column),
+                 "write \\\\ for a backslash; \\uXXXX needs 4 hex digits, \\xXX 2, \\N{...} a Unicode name")
+
+
+def _offset_position(token: Token, offset: int) -> tuple[int, int]:
+    """(line, column) of character ``offset`` of a token's text."""
+    text = str(token)[:offset]
+    newlines = text.count("\n")
+    if newlines:
+        return token.line + newlines, offset - text.rfind("\n")
+    return token.line, token.column + offset
 
 
 class _Fail(Exception):
@@ -101,7 +138,10 @@ def _number(tok: Token) -> int | float:
     text = str(tok)
     if "." in text or "e" in text or "E" in text:
         return float(text)
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:  # longer than Python's int-from-text limit (4300 digits)
+        raise _Fail(f"number with {len(text)} digits is too long", _span(tok)) from None
 
 
 def _int(tok: Token, what: str) -> int:
@@ -522,6 +562,10 @@ def parse(source: Source) -> n.Spec:
                                                                        exc.keyword.line,
                                                                        exc.keyword.column + len(word)),
                                           source, hint, code="E001")]) from None
+    too_deep = _too_deep(tree)
+    if too_deep is not None:
+        raise SpecSyntaxError([Diagnostic(f"expression nested deeper than {MAX_NESTING} levels", too_deep, source,
+                                          "split it with 'let' definitions", code="E003")])
     try:
         body = _ToNodes().transform(tree)
     except VisitError as exc:
@@ -530,6 +574,29 @@ def parse(source: Source) -> n.Spec:
             raise SpecSyntaxError([Diagnostic(inner.message, inner.span, source, inner.hint, code="E002")]) from None
         raise
     return n.Spec(source.path, tuple(body), span=Span(1, 1))
+
+
+# Every later stage walks expressions recursively; past this depth of grammar rules (a real spec stays under
+# 20) a spec is refused up front instead of exhausting Python's stack somewhere downstream.
+MAX_NESTING = 100
+
+
+def _too_deep(tree) -> Span | None:
+    """Where the parse tree first gets deeper than MAX_NESTING (iterative: the tree may be deeper than the stack)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            meta = getattr(node, "meta", None)
+            if meta is not None and not getattr(meta, "empty", True):
+                return Span(meta.line, meta.column)
+            if isinstance(node, Token):
+                return Span(node.line, node.column)
+            return Span(1, 1)
+        for child in getattr(node, "children", ()):
+            if child is not None and not isinstance(child, Token):
+                stack.append((child, depth + 1))
+    return None
 
 
 def parse_text(text: str, path: str = "<string>") -> n.Spec:

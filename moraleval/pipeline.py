@@ -34,6 +34,11 @@ def run_spec(args) -> int:
 
     checked, plan = load_plan(args.spec, args.data, args.overrides)
     model_name, model = select_model(plan, args.model)
+    if not args.dry_run:  # a bad --out is found before any request runs, not after all of them
+        from moraleval.outdir import prepare_out_dir
+        from moraleval.report import default_report_dir
+
+        args.out = str(prepare_out_dir(args.out if args.out is not None else default_report_dir(plan)))
     print(f"{plan.study}: {len(plan.items)} items, {len(plan.requests)} unique requests; "
           f"model '{model_name}' ({model['backend']})", file=sys.stderr)
     # command-line flags override the spec's `run { ... }` settings

@@ -11,9 +11,9 @@ from typing import Any
 import attrs
 import jinja2
 import jinja2.meta
-from jinja2.runtime import new_context
 
 from moraleval import nodes as n
+from moraleval import templating
 from moraleval.checker import CheckedSpec, ResolvedCondition, _Env
 from moraleval.datasets import ROW_ID, VARIANT, gc_paused
 from moraleval.errors import PlanError
@@ -81,7 +81,8 @@ class _ConditionRenderer:
                 if "{" in text:
                     render = shared_cache.get(("inline", text))
                     if render is None:
-                        render = shared_cache[("inline", text)] = _Render(env, env.from_string(text), text)
+                        render = shared_cache[("inline", text)] = _Render(env, templating.compile_template(env, text),
+                                                                          text)
                 key = (text, lets_key)
             self.turns.append((turn.role, render, text, turn.generate, key))
 
@@ -101,31 +102,7 @@ class _ConditionRenderer:
         return out
 
 
-class _Render:
-    """A compiled template that is handed only the variables it uses (a small dict, not every column)."""
-
-    def __init__(self, environment, template: jinja2.Template, text: str) -> None:
-        self.environment = environment
-        self.template = template
-        self.names = tuple(jinja2.meta.find_undeclared_variables(environment.parse(text)))
-        self.globals = dict(template.globals)
-
-    def __call__(self, row: dict[str, Any], base: dict[str, Any], lets: dict[str, Any]) -> str:
-        variables = dict(self.globals)
-        for name in self.names:
-            if name in lets:
-                variables[name] = lets[name]
-            elif name in row:
-                variables[name] = row[name]
-            elif name in base:
-                variables[name] = base[name]
-        template = self.template
-        try:
-            # the template's globals are already in `variables`; a context without a globals map is cheaper
-            context = new_context(self.environment, template.name, template.blocks, variables, shared=True)
-            return self.environment.concat(template.root_render_func(context))
-        except Exception:
-            return self.environment.handle_exception()
+_Render = templating.Renderer  # a compiled template handed only the variables it uses, under the render limits
 
 
 def compile_plan(checked: CheckedSpec) -> Plan:
@@ -162,8 +139,7 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
                 try:
                     turns = renderer.render(row, row_cache)
                 except jinja2.TemplateError as exc:
-                    raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
-                                    f"template failed: {exc}") from None
+                    raise templating.row_failure(exc, task.name, cond.name, row, ds) from None
                 env = _Env(row, renderer.base)
                 try:
                     options = renderer.options(env)

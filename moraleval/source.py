@@ -20,8 +20,13 @@ class Source:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Source":
-        p = Path(path)
-        return cls(p.read_text(encoding="utf-8"), str(path))
+        from moraleval import safeio
+        from moraleval.errors import MoralevalError
+
+        try:
+            return cls(safeio.read_text(Path(path)), str(path))
+        except safeio.FileProblem as exc:
+            raise MoralevalError(f"spec file '{path}' {exc.reason}", hint=exc.hint) from None
 
     def line_text(self, line: int) -> str:
         lines = self.text.splitlines()

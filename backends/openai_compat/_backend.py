@@ -152,7 +152,7 @@ class OpenAICompatBackend:
                                                                     call=CallState(budget=s.max_retries)))
         except RequestRejectedError as exc:
             if " 404" in exc.detail and self._model is not None:  # some proxies have no /v1/models
-                log.warning("%s: %s/models is missing; not checking the model name", label, s.base_url)
+                log.warning("%s: %s/models is missing; not checking the model name", label, public_url(s.base_url))
                 self._checked = True
                 return
             raise

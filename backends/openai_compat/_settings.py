@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import attrs
 from attrs import validators as v
+
+from moraleval.urlsecrets import HINT, redact_url, url_secret_problem
 
 SCORING_MODES = ("echo", "chat_top_logprobs", "sample")
 APIS = ("completions", "chat")
@@ -44,14 +46,27 @@ def _floor_conv(x: Any) -> Any:
 
 
 def normalise_base_url(url: str) -> str:
-    """``http://host:8000`` → ``http://host:8000/v1`` (the OpenAI SDK convention: endpoints hang below base_url)."""
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
+    """``http://host:8000`` → ``http://host:8000/v1`` (the OpenAI SDK convention: endpoints hang below base_url).
+
+    A URL carrying a credential (user:password@, ``?api_key=...``) is refused without repeating it; other query
+    parameters (e.g. ``?api-version=...``) are kept and sent with every request."""
+    if not isinstance(url, str):
+        raise ValueError(f"'base_url' must be a string, got {type(url).__name__}")
+    problem = url_secret_problem(url)
+    if problem is not None:
+        raise ValueError(f"'base_url' must not carry credentials: {problem}. {HINT}")
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"'base_url' is not a valid URL: {redact_url(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"'base_url' must be an http(s) URL such as http://127.0.0.1:8080/v1, got {url!r}")
-    if parts.path in ("", "/"):
-        url = url + "/v1"
-    return url
+        raise ValueError(f"'base_url' must be an http(s) URL such as http://127.0.0.1:8080/v1, got "
+                         f"{redact_url(url)!r}")
+    path = parts.path.rstrip("/")
+    if path == "":
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def public_url(url: str) -> str:
@@ -61,6 +76,14 @@ def public_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def split_base_url(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """(the URL without its query, the query's parameters): endpoints are joined to the path, the parameters
+    are sent with every request (joining text would give ``…/v1?api-version=1/models``)."""
+    parts = urlsplit(url)
+    return (urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+            parse_qsl(parts.query, keep_blank_values=True))
 
 
 @attrs.frozen(kw_only=True)

@@ -22,7 +22,7 @@ import httpx
 
 from backends.openai_compat._errors import (BadResponseError, RemoteError, RequestRejectedError,
                                             ServerUnavailableError)
-from backends.openai_compat._settings import Settings, public_url
+from backends.openai_compat._settings import Settings, public_url, split_base_url
 
 log = logging.getLogger("moraleval.backends.openai")
 
@@ -144,7 +144,8 @@ def _rejection_hint(status: int, settings: Settings) -> str | None:
             return f"check the API key in the environment variable {settings.api_key_env}"
         return "the server wants an API key: set api_key_env to the NAME of the environment variable that holds it"
     if status == 404:
-        return f"check base_url ({settings.base_url!r} should end in /v1) and that the server offers this endpoint"
+        return (f"check base_url ({public_url(settings.base_url)!r} should end in /v1) and that the server offers "
+                "this endpoint")
     if status in (400, 422):
         return "the server refused the request's parameters; its words above say which"
     return None
@@ -208,7 +209,8 @@ class Transport:
                 headers["Authorization"] = f"Bearer {self.api_key.reveal()}"
             limits = httpx.Limits(max_connections=s.concurrency + 2, max_keepalive_connections=s.concurrency + 2)
             timeout = httpx.Timeout(s.timeout, connect=min(s.connect_timeout, s.timeout))
-            self._client = httpx.AsyncClient(base_url=s.base_url + "/", headers=headers, limits=limits,
+            base, params = split_base_url(s.base_url)
+            self._client = httpx.AsyncClient(base_url=base + "/", params=params, headers=headers, limits=limits,
                                              timeout=timeout, trust_env=False)
             if s.requests_per_minute:
                 self._rpm = TokenBucket(s.requests_per_minute, s.rate_burst_seconds)

@@ -95,7 +95,7 @@ class FakeServer:
         path = h.path.split("?")[0]
         with self.lock:
             n = len(self.requests)
-            self.requests.append({"path": path, "body": body, "headers": dict(h.headers)})
+            self.requests.append({"path": path, "raw_path": h.path, "body": body, "headers": dict(h.headers)})
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -390,7 +390,7 @@ def test_bad_settings(server, bad):
 
 
 def test_base_url_without_v1_and_identity(server):
-    with make(server, base_url=f"http://user:pw@127.0.0.1:{server.port}") as b:
+    with make(server, base_url=f"http://127.0.0.1:{server.port}") as b:
         ident = b.identity()
         b.score([text_req(0)])
     assert ident["base_url"] == f"http://127.0.0.1:{server.port}/v1"

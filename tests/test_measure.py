@@ -421,7 +421,7 @@ def test_mcnemar_comparison_and_holm_family_match_statsmodels():
     assert c0.ci_low < c0.effect < c0.ci_high
 
 
-def test_bootstrap_comparison_is_paired_and_its_pvalue_comes_from_the_resamples():
+def test_bootstrap_comparison_is_paired_and_its_pvalue_comes_from_a_sign_flip_test():
     items, outcomes, base, treat = _two_conditions(n=400, seed=2)
     comps = [ComparisonPlan("IF", "Q", "acc", "bootstrap", "none", 0)]
     plan = make_plan(items, [("acc", "t", "mean(answer == label)")], comparisons=comps, resamples=2000)
@@ -430,7 +430,14 @@ def test_bootstrap_comparison_is_paired_and_its_pvalue_comes_from_the_resamples(
     # the paired distribution: the same resample (unit weights) for both conditions
     w = np.vstack(list(stats.resample_counts(np.random.default_rng(0), 400, 2000)))
     diff = (w @ treat.astype(float) - w @ base.astype(float)) / 400.0
-    assert c.p_value == pytest.approx(stats.bootstrap_pvalue(diff))
+    # the p-value: a Monte Carlo sign-flip test of the per-unit differences (400 units, one item each);
+    # with this many units it agrees with the old bootstrap p-value
+    d = treat.astype(float) - base.astype(float)
+    ref = stats.sign_flip_pvalue(d, rng=np.random.default_rng(1), n_flips=20000).p_value
+    assert c.p_method == "sign_flip_monte_carlo" and c.n_units == 400
+    assert c.p_value == pytest.approx(ref, abs=0.015)
+    assert c.p_value == pytest.approx(stats.bootstrap_pvalue(diff), abs=0.02)
+    assert not [f for f in c.flags if f["code"] == "few_units"]
     lo, hi = stats.percentile_interval(diff)
     assert c.ci_low == pytest.approx(lo) and c.ci_high == pytest.approx(hi)
     # paired CI is narrower than the unpaired one built from the two marginal CIs

@@ -237,7 +237,10 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
         "comparisons": sorted(comparisons, key=cmp_key),
         "dropped": {"datasets": _dropped(plan), "measurement": jsonable(getattr(measurement, "dropped", None))},
         "warnings": jsonable(list(getattr(measurement, "warnings", ()) or ())),
-        "answer_distribution": jsonable(list(getattr(measurement, "answer_distribution", ()) or ())),
+        "answer_distribution": sorted(jsonable(list(getattr(measurement, "answer_distribution", ()) or ())),
+                                      key=lambda d: (_rank(tasks, d.get("task", "")),
+                                                     _rank(conds.get(d.get("task", ""), []), d.get("condition", "")),
+                                                     str(d.get("model") or ""))),
         "datasets": {name: {k: v for k, v in info.items() if k != "dropped"}
                      for name, info in plan.datasets.items() if isinstance(info, Mapping)},
         "counts": {"requests": len(plan.requests), "requests_answered": sum(1 for r in plan.requests

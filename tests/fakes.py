@@ -164,6 +164,7 @@ class FakeMeasurement:
     dropped: dict[str, Any]
     readouts: tuple[dict[str, Any] | None, ...] = ()  # aligned with plan.items, or () for none
     warnings: tuple[str, ...] = ()
+    answer_distribution: tuple[dict[str, Any], ...] = ()
 
 
 def write_toy_inputs(root: Path) -> dict[str, Any]:

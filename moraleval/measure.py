@@ -508,6 +508,10 @@ class _TaskData:
         self.condition = np.array([it.condition for it in self.items], dtype=object)
         rows = np.array([it.row for it in self.items], dtype=np.int64)
         variants = np.array([it.variant for it in self.items], dtype=np.int64)
+        # counterbalanced options: rotation r of a row pairs with rotation r of the same row in the other condition
+        rotations = np.array([getattr(it, "rotation", None) or 0 for it in self.items], dtype=np.int64)
+        if rotations.size and rotations.max() > 0:
+            variants = variants * (int(rotations.max()) + 1) + rotations
         self.pair_key = rows * (int(variants.max(initial=0)) + 1) + variants
         self.warnings: list[str] = []
         # resampling units: the joint value of the unit columns, or PlanItem.unit (numbered in plan order)

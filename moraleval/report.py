@@ -329,6 +329,8 @@ def build_samples(plan: Plan, outcomes: Mapping[str, RequestOutcome], measuremen
             "choice_values": list(item.choice_values), "logprobs": list(oc.score.logprobs),
             "n_tokens": list(oc.score.n_tokens), "readout": jsonable(readout), "values": item.values,
         }
+        if getattr(item, "rotation", None) is not None:
+            rec["rotation"] = item.rotation
         if oc.score.top:
             rec["top"] = [list(t) for t in oc.score.top]
         out.append(rec)

@@ -350,9 +350,10 @@ def adjust_pvalues(p_values: Sequence[float | None], method: str) -> list[float 
 
 # --------------------------------------------------------------------------- few units: sign-flip (randomisation) test
 
-#: below this many resampling units, bootstrap intervals and p-values are flagged ``few_units`` (docs/statistics.md:
-#: the measured rejection rate of the bootstrap p-value is ≥ 7 % at a nominal 5 % with 10 units, ≈ 6 % at 20).
-MIN_UNITS = 20
+#: below this many resampling units, bootstrap intervals and p-values are flagged ``few_units``: under a true null
+#: the old percentile-bootstrap p-value rejected at 14 % (5 units), 8 % (10), 9 % (20) and 6 % (30) at a nominal
+#: 5 % (bench/few_units_size.py, docs/statistics.md).
+MIN_UNITS = 30
 #: with at most this many units every one of the 2^units flip patterns is enumerated (an exact p-value).
 SIGNFLIP_EXACT_MAX_UNITS = 16
 _FLIP_CELLS = 2**20

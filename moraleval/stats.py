@@ -356,7 +356,7 @@ def adjust_pvalues(p_values: Sequence[float | None], method: str) -> list[float 
 MIN_UNITS = 30
 #: with at most this many units every one of the 2^units flip patterns is enumerated (an exact p-value).
 SIGNFLIP_EXACT_MAX_UNITS = 16
-_FLIP_CELLS = 2**20
+_FLIP_CELLS = 2**23  # cells of one block of flip patterns (64 MB as float64): bounds memory
 
 
 @attrs.frozen
@@ -409,8 +409,10 @@ def sign_flip_test(statistic: Callable[[np.ndarray], np.ndarray], n_units: int, 
         stop = min(total, start + rows)
         if exact:
             pats = _all_patterns(m, start, stop)
-        else:
-            pats = (rng.random((stop - start, m)) < 0.5).astype(np.float64)
+        else:  # one random bit per unit and pattern, drawn row by row (independent of the block size)
+            nbytes = (m + 7) // 8
+            raw = np.frombuffer(rng.bytes((stop - start) * nbytes), dtype=np.uint8).reshape(stop - start, nbytes)
+            pats = np.unpackbits(raw, axis=1, count=m).astype(np.float64)
         t = np.broadcast_to(np.asarray(statistic(pats), dtype=np.float64), (stop - start,))
         bad = ~np.isfinite(t)
         undefined += int(bad.sum())

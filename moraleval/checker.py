@@ -643,6 +643,7 @@ class _Checker:
         if choose.normalize not in ("softmax", "none"):
             self.error(f"unknown normalisation '{choose.normalize}'", choose, "use: normalize softmax | none",
                        src, code="E161")
+        options = None
         if first_row is not None:
             env = _Env(first_row, {**consts, **c.lets})
             options = self._row_value(choose.options, env, src, "the options of 'choose'")
@@ -654,10 +655,36 @@ class _Checker:
                 elif values is not None and (not isinstance(values, list) or len(values) != len(options)):
                     self.error(f"'values' must list one value per option ({len(options)}), got {values!r}",
                                choose.values, source=src, code="E163")
+
+        self._check_rotate(choose, ds, src, options)
         if turn_roles := [t.role for t in c.turns]:
             if fmt == "text" and turn_roles[-1] != "assistant":
                 self.error(f"condition '{c.name}': in text format the last turn must be the assistant's "
                            "(the scored answer continues it)", c.turns[-1], source=src, code="E164")
+
+    def _check_rotate(self, choose: n.Choose, ds: DatasetResult, src, options: Any) -> None:
+        """`choose ... rotate c0, c1, ...`: distinct dataset columns, at least two (E166), one per option on the
+        first row (E167); once per choose line, however many conditions inherit it."""
+        rot = choose.rotate
+        seen = self.__dict__.setdefault("_rotate_checked", set())
+        if not rot or id(choose) in seen:
+            return
+        seen.add(id(choose))
+        if (len(rot) >= 2 and isinstance(options, list) and options and all(isinstance(o, str) for o in options)
+                and len(options) != len(rot)):
+            self.error(f"'rotate' names {len(rot)} columns but 'choose {choose.name}' has {len(options)} options",
+                       choose, "name one column per option, in the order the prompt shows them", src, code="E167")
+        if len(rot) < 2:
+            self.error("'rotate' needs at least two columns (one per option)", choose,
+                       "e.g.: rotate ans0, ans1, ans2", src, code="E166")
+        dup = sorted({c for c in rot if rot.count(c) > 1})
+        if dup:
+            self.error(f"'rotate' names column(s) {', '.join(dup)} more than once", choose, None, src, code="E166")
+        unknown = [c for c in rot if ds.columns_known and ds.columns and c not in ds.columns]
+        for c in unknown:
+            self.error(f"'rotate': unknown column '{c}' in dataset '{ds.name}'", choose,
+                       did_you_mean(c, ds.columns) or "rotate names the row columns the prompt shows as options",
+                       src, code="E166")
 
     def _row_value(self, expr, env, src, what):
         try:

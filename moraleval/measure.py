@@ -27,6 +27,7 @@ import attrs
 import numpy as np
 
 from moraleval import exprjson
+from moraleval import flags as fl
 from moraleval import nodes as n
 from moraleval import stats
 from moraleval.errors import MoralevalError, MeasureError
@@ -94,11 +95,14 @@ class Measurement:
     dropped: dict[str, dict[str, int]]  # task -> {"no_outcome": n, "invalid_outcome": n, "undefined_values": n}
     readouts: Readouts
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # per task × condition (× model): {"task", "condition", "n", "counts": {answer: n}[, "letters": {..}]}
+    answer_distribution: tuple[dict[str, Any], ...] = attrs.field(default=(), converter=tuple)
 
     def to_json(self) -> dict[str, Any]:
         return {"estimates": [e.to_json() for e in self.estimates],
                 "comparisons": [c.to_json() for c in self.comparisons],
-                "dropped": self.dropped, "warnings": list(self.warnings)}
+                "dropped": self.dropped, "warnings": list(self.warnings),
+                "answer_distribution": list(self.answer_distribution)}
 
 
 # =========================================================================== per-item values
@@ -504,6 +508,10 @@ class _TaskData:
         self.condition = np.array([it.condition for it in self.items], dtype=object)
         rows = np.array([it.row for it in self.items], dtype=np.int64)
         variants = np.array([it.variant for it in self.items], dtype=np.int64)
+        # counterbalanced options: rotation r of a row pairs with rotation r of the same row in the other condition
+        rotations = np.array([getattr(it, "rotation", None) or 0 for it in self.items], dtype=np.int64)
+        if rotations.size and rotations.max() > 0:
+            variants = variants * (int(rotations.max()) + 1) + rotations
         self.pair_key = rows * (int(variants.max(initial=0)) + 1) + variants
         self.warnings: list[str] = []
         # resampling units: the joint value of the unit columns, or PlanItem.unit (numbered in plan order)
@@ -640,6 +648,50 @@ class _Context:
     @property
     def n_units(self) -> int:
         return int(np.count_nonzero(np.bincount(self.units[self.used_local], minlength=self.t.n_units)))
+
+
+class _RecordingContext(_Context):
+    """The items of a context, but its per-unit sum columns are kept here, dense over all the task's units and
+    numbered in registration order (not deduplicated into the store): the same formula compiled on two such
+    contexts gives column lists that correspond one to one, which the sign-flip test swaps unit by unit."""
+
+    def __init__(self, task: _TaskData, mask: np.ndarray, metric: str) -> None:
+        super().__init__(task, mask, metric)
+        self.cols: list[np.ndarray] = []
+
+    def column_local(self, weights: np.ndarray) -> int:
+        self.cols.append(np.bincount(self.units, weights=weights, minlength=self.t.n_units))
+        return len(self.cols) - 1
+
+
+def _sign_flip(compiler: "_Compiler", top: n.Expr, t: _TaskData, mt: np.ndarray, mb: np.ndarray, metric: str,
+               n_flips: int, seed: list[int]) -> stats.SignFlipResult | None:
+    """The sign-flip test of metric(treatment) − metric(baseline) over the resampling units.
+
+    Swapping a unit's two conditions exchanges its per-unit sums between the two totals; the whole formula
+    (ratios included) is re-evaluated on the swapped totals.  None when the two compiled formulas do not
+    correspond column by column (they always should: same formula, same traversal).
+    """
+    rt, rb = _RecordingContext(t, mt, metric), _RecordingContext(t, mb, metric)
+    pt, pb = compiler.compile(top, rt).program, compiler.compile(top, rb).program
+    if len(rt.cols) != len(rb.cols):
+        return None
+    if not rt.cols:
+        return stats.SignFlipResult(None, 0, True, 0, 0, ("the metric has no per-item sums: no test",))
+    ut, ub = np.column_stack(rt.cols), np.column_stack(rb.cols)
+    moving = np.flatnonzero(np.any(ut != ub, axis=1))
+    delta = (ub - ut)[moving]
+    tot_t, tot_b = ut.sum(axis=0), ub.sum(axis=0)
+
+    def statistic(s: np.ndarray) -> np.ndarray:
+        shift = s @ delta
+        tt, tb = tot_t + shift, tot_b - shift
+        with np.errstate(all="ignore"):
+            return pt(lambda g: tt[:, g], None) - pb(lambda g: tb[:, g], None)
+
+    if moving.size == 0:  # no unit differs between the conditions: the effect is 0 and p is 1
+        return stats.SignFlipResult(1.0, 0, True, 1, 0, ("no unit differs between the two conditions: p-value is 1",))
+    return stats.sign_flip_test(statistic, int(moving.size), rng=np.random.default_rng(seed), n_flips=n_flips)
 
 
 # =========================================================================== formulas over totals
@@ -862,11 +914,15 @@ class _Compiler:
                 _note(notes, den == 0, msg)
                 return _safe_div(get(g_num), den)
             return mean
-        # pearson: centre x and y on this context's means (r is shift invariant; the sums stay small)
+        # pearson: centre x and y on the task's means (r is shift invariant; the sums stay small); one centre for
+        # every context, so that the sign-flip test can swap a unit's sums between two conditions
         incl = arr["used"][idx]
         xs, ys = arr["x"][idx], arr["y"][idx]
-        cx = float(xs[incl].mean()) if incl.any() else 0.0
-        cy = float(ys[incl].mean()) if incl.any() else 0.0
+        if "centre" not in arr:
+            everywhere = arr["used"]
+            arr["centre"] = ((float(arr["x"][everywhere].mean()), float(arr["y"][everywhere].mean()))
+                             if everywhere.any() else (0.0, 0.0))
+        cx, cy = arr["centre"]
         xc = np.where(incl, xs - cx, 0.0)
         yc = np.where(incl, ys - cy, 0.0)
         cols = [ctx.column_local(v) for v in (incl.astype(np.float64), xc, yc, xc * xc, yc * yc, xc * yc)]
@@ -1033,6 +1089,8 @@ class _ComparisonJob:
     n_pairs: int
     test: stats.TestResult | None
     warnings: list[str]
+    flip: stats.SignFlipResult | None = None
+    n_units: int = 0
 
 
 def _proportion_parts(c: _Compiled) -> tuple[np.ndarray, np.ndarray] | None:
@@ -1183,7 +1241,15 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
                 ct = compilers[mp.task].compile(top, _Context(t, mt, mp.name))
                 cb = compilers[mp.task].compile(top, _Context(t, mb, mp.name))
                 test = _run_test(cp.test, mp, ct, cb, jw)
-                cmp_jobs.append(_ComparisonJob(cp, mp.task, group, ct, cb, n_common, test, jw))
+                flip = None
+                if cp.test == "bootstrap":
+                    ident = json.dumps([mp.task, mp.name, cp.treatment, cp.baseline, group], sort_keys=True,
+                                       default=str).encode("utf-8")
+                    seed = [boot.seed, int.from_bytes(hashlib.blake2b(ident, digest_size=8).digest(), "little")]
+                    flip = _sign_flip(compilers[mp.task], top, t, mt, mb, mp.name, boot.resamples, seed)
+                units = np.union1d(ct.ctx.units[ct.ctx.used_local], cb.ctx.units[cb.ctx.used_local])
+                cmp_jobs.append(_ComparisonJob(cp, mp.task, group, ct, cb, n_common, test, jw, flip,
+                                               int(units.size)))
 
     # ---- phase 2: one resample matrix per task
     for name, t in tasks.items():
@@ -1191,13 +1257,38 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
             t.store.run(np.random.default_rng(boot.seed), boot.resamples)
 
     # ---- phase 3: evaluate
+    distribution = _answer_distribution(plan, items, ok, pos)
+    degenerate: dict[tuple[str, str], list[str]] = {}
+    for entry in distribution:
+        degenerate.setdefault((entry["task"], entry["condition"]), []).extend(fl.degenerate_messages(entry))
     estimates: list[Estimate] = []
     for job in est_jobs:
-        estimates.append(_estimate(job, boot, unit_label(job.task)))
+        estimates.append(_estimate(job, boot, unit_label(job.task), degenerate.get((job.task, job.condition), ())))
         if not job.group:
             dropped[job.task]["undefined_values"] += job.comp.ctx.undefined if job.comp else 0
-    comparisons = _comparisons(cmp_jobs, boot)
-    return Measurement(estimates, comparisons, dropped, readouts, warnings)
+    comparisons = _comparisons(cmp_jobs, boot, degenerate)
+    return Measurement(estimates, comparisons, dropped, readouts, warnings, distribution)
+
+
+def _answer_distribution(plan: Plan, items: Sequence[PlanItem], ok: np.ndarray, pos: np.ndarray
+                         ) -> list[dict[str, Any]]:
+    """Which answer each read-out item got, counted per task × condition; with the chosen option's text
+    (the letter) where the condition presents its options in rotated orders."""
+    rotating = set()
+    for task, info in plan.tasks.items():
+        for c in info.get("conditions", ()) if isinstance(info, Mapping) else ():
+            if isinstance(c, Mapping) and c.get("rotate"):
+                rotating.add((task, c.get("name")))
+    requests = plan.request_by_key() if rotating else {}
+    rows = []
+    for k in np.flatnonzero(ok).tolist():
+        it = items[k]
+        p = int(pos[k])
+        letter = None
+        if (it.task, it.condition) in rotating and it.request in requests:
+            letter = requests[it.request].choices[p].strip()
+        rows.append((it.task, it.condition, getattr(it, "model", None), it.choice_values[p], letter))
+    return fl.answer_distribution(rows)
 
 
 def _evaluate(c: _Compiled) -> tuple[float | None, np.ndarray, list[str]]:
@@ -1216,7 +1307,7 @@ def _jackknife(c: _Compiled, units: np.ndarray) -> np.ndarray:
     return np.broadcast_to(c.program(get, None), (units.size,))
 
 
-def _estimate(job: _EstimateJob, boot, unit_label: str) -> Estimate:
+def _estimate(job: _EstimateJob, boot, unit_label: str, degenerate: Sequence[str] = ()) -> Estimate:
     c = job.comp
     ctx = c.ctx
     point, dist, notes = _evaluate(c)
@@ -1232,10 +1323,12 @@ def _estimate(job: _EstimateJob, boot, unit_label: str) -> Estimate:
         stats.Interval(None, None, boot.method, boot.level, 0, 0)
     warns += list(iv.warnings)
     analytic = _analytic(c, point, boot.level)
+    flags = fl.estimate_flags(value=_f(point), ci_low=_f(iv.low), ci_high=_f(iv.high), n_units=ctx.n_units,
+                              warnings=warns, degenerate=degenerate)
     return Estimate(metric=job.metric.name, task=job.task, condition=job.condition, group=dict(job.group),
                     value=_f(point), ci_low=_f(iv.low), ci_high=_f(iv.high), n=ctx.n, n_units=ctx.n_units,
                     method=iv.method, resamples=boot.resamples, unit=unit_label, level=boot.level,
-                    analytic=analytic, warnings=tuple(warns))
+                    analytic=analytic, warnings=tuple(warns), flags=flags)
 
 
 def _analytic(c: _Compiled, point: float | None, level: float) -> dict[str, Any] | None:
@@ -1287,12 +1380,15 @@ def _run_test(test: str, mp: MetricPlan, ct: _Compiled, cb: _Compiled, warns: li
     return stats.TestResult(None, None)
 
 
-def _comparisons(jobs: list[_ComparisonJob], boot) -> tuple[ComparisonResult, ...]:
+def _comparisons(jobs: list[_ComparisonJob], boot, degenerate: Mapping[tuple[str, str], Sequence[str]] | None = None
+                 ) -> tuple[ComparisonResult, ...]:
     rows: list[dict[str, Any]] = []
+    degenerate = degenerate or {}
     for job in jobs:
         cp = job.spec
         warns = list(job.warnings)
         effect = lo = hi = stat = p = None
+        p_method = "" if cp.test == "bootstrap" else cp.test
         if job.treat is not None and job.base is not None:
             pt, dt, nt = _evaluate(job.treat)
             pb, db, nb = _evaluate(job.base)
@@ -1311,17 +1407,22 @@ def _comparisons(jobs: list[_ComparisonJob], boot) -> tuple[ComparisonResult, ..
                 lo, hi = iv.low, iv.high
                 warns += list(iv.warnings)
             if cp.test == "bootstrap":
+                # the bootstrap gives the interval; the p-value is the sign-flip test's, valid with few units too
                 if effect is not None and diff.size:
-                    p = stats.bootstrap_pvalue(diff)
                     good = diff[np.isfinite(diff)]
                     sd = float(good.std(ddof=1)) if good.size > 1 else 0.0
                     stat = effect / sd if sd > 0 else None
-                    if not math.isfinite(p):
-                        p = None
+                if effect is not None and job.flip is not None:
+                    p = job.flip.p_value
+                    p_method = job.flip.method
+                    warns += list(job.flip.warnings)
+                elif effect is not None:
+                    warns.append("no sign-flip test for this formula: no p-value")
             elif job.test is not None:
                 stat, p = job.test.statistic, job.test.p_value
                 warns += list(job.test.warnings)
-        rows.append({"job": job, "effect": effect, "lo": lo, "hi": hi, "stat": stat, "p": p, "warns": warns})
+        rows.append({"job": job, "effect": effect, "lo": lo, "hi": hi, "stat": stat, "p": p, "warns": warns,
+                     "p_method": p_method})
 
     # corrections: within (declared family, group)
     families: dict[str, list[int]] = {}
@@ -1343,9 +1444,15 @@ def _comparisons(jobs: list[_ComparisonJob], boot) -> tuple[ComparisonResult, ..
     for r, adj in zip(rows, adjusted):
         job = r["job"]
         cp = job.spec
+        p_method = r["p_method"] if _f(r["p"]) is not None else ""
+        degen = [*degenerate.get((job.task, cp.treatment), ()), *degenerate.get((job.task, cp.baseline), ())]
+        flags = fl.comparison_flags(effect=_f(r["effect"]), ci_low=_f(r["lo"]), ci_high=_f(r["hi"]),
+                                    p_value=_f(r["p"]), p_method=p_method, n_units=job.n_units,
+                                    warnings=r["warns"], degenerate=degen)
         out.append(ComparisonResult(metric=cp.metric, task=job.task, treatment=cp.treatment, baseline=cp.baseline,
                                     group=dict(job.group), effect=_f(r["effect"]), ci_low=_f(r["lo"]),
                                     ci_high=_f(r["hi"]), test=cp.test, statistic=_f(r["stat"]), p_value=_f(r["p"]),
                                     p_adjusted=_f(adj), correction=cp.correction, n=job.n_pairs,
-                                    warnings=tuple(r["warns"])))
+                                    warnings=tuple(r["warns"]), n_units=job.n_units, flags=flags,
+                                    p_method=p_method))
     return tuple(out)

@@ -277,6 +277,8 @@ class Choose:
     values: Expr | None = None  # what each option means (default 0..n-1)
     method: str = "logprob"
     normalize: str = "softmax"  # "softmax" over the listed options | "none"
+    # counterbalancing: row columns shown in the options' order, presented in every cyclic rotation
+    rotate: tuple[str, ...] = _tuple()
     span: Span | None = _span()
 
 

@@ -372,9 +372,9 @@ class _ToNodes(Transformer):
         return n.GenerateSpec(str(name), stop=tuple(stops), span=_span(meta), **kw)
 
     def choose(self, meta, c):
-        name, options, values, scoring, norm = c
+        name, options, values, scoring, norm, rotate = c
         return n.Choose(str(name), options, values, str(scoring) if scoring else "logprob",
-                        str(norm) if norm else "softmax", span=_span(meta))
+                        str(norm) if norm else "softmax", tuple(rotate or ()), span=_span(meta))
 
     # ------------------------------------------------------------ statistics
     def metric_params(self, meta, c):

@@ -84,5 +84,15 @@ def summary_table(measurement) -> str:
             continue
         value = "undefined" if e.value is None else f"{e.value:+.3f}"
         ci = "" if e.ci_low is None or e.ci_high is None else f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]"
-        lines.append(f"{e.task:<16} {e.metric:<24} {e.condition:<16} {value:>8}  {ci:<20} {e.n:>6}")
+        lines.append(f"{e.task:<16} {e.metric:<24} {e.condition:<16} {value:>8}  {ci:<20} {e.n:>6}"
+                     + flag_note(e))
     return "\n".join(lines)
+
+
+def flag_note(e) -> str:
+    """The flags beside a number in the terminal: codes, and the reason of an undefined value."""
+    flags = list(getattr(e, "flags", ()) or ())
+    codes = [f["code"] for f in flags if f.get("code") != "undefined"]
+    why = next((f["message"] for f in flags if f.get("code") == "undefined"), None)
+    note = f"  ⚠ {', '.join(dict.fromkeys(codes))}" if codes else ""
+    return note + (f"  undefined: {why}" if why else "")

@@ -138,11 +138,16 @@ class PlanItem:
     choice: str  # name of the choice output (e.g. "answer")
     choice_values: tuple[Any, ...] = attrs.field(converter=tuple)  # meaning of each scored option
     values: dict[str, Any] = attrs.field(factory=dict)  # columns the metrics read (JSON scalars)
+    # `choose ... rotate`: which cyclic rotation of the options this item presents (None: not counterbalanced)
+    rotation: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "condition": self.condition, "row": self.row, "variant": self.variant,
-                "unit": self.unit, "request": self.request, "choice": self.choice,
-                "choice_values": list(self.choice_values), "values": self.values}
+        d = {"task": self.task, "condition": self.condition, "row": self.row, "variant": self.variant,
+             "unit": self.unit, "request": self.request, "choice": self.choice,
+             "choice_values": list(self.choice_values), "values": self.values}
+        if self.rotation is not None:
+            d["rotation"] = self.rotation
+        return d
 
 
 @attrs.frozen

@@ -105,6 +105,25 @@ class _ConditionRenderer:
 _Render = templating.Renderer  # a compiled template handed only the variables it uses, under the render limits
 
 
+def _presentations(row: dict[str, Any], rotate: tuple[str, ...], row_cache: dict):
+    """``(rotation, row as shown, render cache)`` per presentation of the row: the row itself once, or, for
+    ``choose ... rotate c0, c1, ..., c(k-1)``, each of the k cyclic rotations, where rotation r shows column
+    c((i + r) mod k) in the place of c(i).  Rotation 0 is the row as written (its prompts equal the uncounterbalanced
+    ones, so they share cached answers)."""
+    if not rotate:
+        yield None, row, row_cache
+        return
+    k = len(rotate)
+    for r in range(k):
+        if r == 0:
+            yield 0, row, row_cache
+            continue
+        shown = dict(row)
+        for i, col in enumerate(rotate):
+            shown[col] = row.get(rotate[(i + r) % k])
+        yield r, shown, row_cache.setdefault(("\0rotation", r), {})
+
+
 def compile_plan(checked: CheckedSpec) -> Plan:
     """Expand every task × condition × dataset row into items and unique requests (first-seen order)."""
     with gc_paused():
@@ -136,29 +155,39 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
             unit = "|".join(str(row.get(c)) for c in unit_cols) if unit_cols else str(row[ROW_ID])
             for renderer in renderers:
                 cond = renderer.cond
-                try:
-                    turns = renderer.render(row, row_cache)
-                except jinja2.TemplateError as exc:
-                    raise templating.row_failure(exc, task.name, cond.name, row, ds) from None
-                env = _Env(row, renderer.base)
-                try:
-                    options = renderer.options(env)
-                    option_values = renderer.values(env) if renderer.values is not None else range(len(options))
-                except EvalError as exc:
-                    raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
-                                    f"choose failed: {exc}") from None
-                if len(option_values) != len(options):
-                    raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
-                                    f"{len(options)} options but {len(option_values)} values")
-                req = PlanRequest(task.format, tuple(turns), tuple(options))
-                stats = per_condition[cond.name]
-                if req.key not in requests:
-                    requests[req.key] = req
-                    stats["new_requests"] += 1
-                    stats["prompt_chars"] += sum(len(t.text) for t in turns)
-                stats["items"] += 1
-                items.append(PlanItem(task.name, cond.name, row[ROW_ID], row[VARIANT], unit, req.key,
-                                      cond.choose.name, tuple(_json_value(v) for v in option_values), values))
+                for rotation, shown, cache in _presentations(row, cond.choose.rotate, row_cache):
+                    try:
+                        turns = renderer.render(shown, cache)
+                    except jinja2.TemplateError as exc:
+                        raise templating.row_failure(exc, task.name, cond.name, row, ds) from None
+                    try:
+                        # the options as shown (they may be the rotated columns themselves); the values of the
+                        # original row, rotated with them, so that an answer keeps its meaning in every rotation
+                        options = renderer.options(_Env(shown, renderer.base))
+                        env = _Env(row, renderer.base)
+                        option_values = list(renderer.values(env) if renderer.values is not None
+                                             else range(len(options)))
+                    except EvalError as exc:
+                        raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
+                                        f"choose failed: {exc}") from None
+                    if len(option_values) != len(options):
+                        raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
+                                        f"{len(options)} options but {len(option_values)} values")
+                    if rotation is not None:
+                        if len(options) != len(cond.choose.rotate):
+                            raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
+                                            f"{len(options)} options but {len(cond.choose.rotate)} rotated columns")
+                        option_values = option_values[rotation:] + option_values[:rotation]
+                    req = PlanRequest(task.format, tuple(turns), tuple(options))
+                    stats = per_condition[cond.name]
+                    if req.key not in requests:
+                        requests[req.key] = req
+                        stats["new_requests"] += 1
+                        stats["prompt_chars"] += sum(len(t.text) for t in turns)
+                    stats["items"] += 1
+                    items.append(PlanItem(task.name, cond.name, row[ROW_ID], row[VARIANT], unit, req.key,
+                                          cond.choose.name, tuple(_json_value(v) for v in option_values), values,
+                                          rotation))
         tasks_info[task.name] = {
             "dataset": task.dataset,
             "format": task.format,
@@ -166,6 +195,7 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
             "conditions": [{"name": c.name, "extends": list(c.chain[1:]), "lets": _json_value(c.lets),
                             "choose": c.choose.name, "normalize": c.choose.normalize,
                             "generate_steps": [t.generate.name for t in c.turns if t.generate is not None],
+                            **({"rotate": list(c.choose.rotate)} if c.choose.rotate else {}),
                             **per_condition[c.name]}
                            for c in task.conditions],
         }

@@ -237,6 +237,10 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
         "comparisons": sorted(comparisons, key=cmp_key),
         "dropped": {"datasets": _dropped(plan), "measurement": jsonable(getattr(measurement, "dropped", None))},
         "warnings": jsonable(list(getattr(measurement, "warnings", ()) or ())),
+        "answer_distribution": sorted(jsonable(list(getattr(measurement, "answer_distribution", ()) or ())),
+                                      key=lambda d: (_rank(tasks, d.get("task", "")),
+                                                     _rank(conds.get(d.get("task", ""), []), d.get("condition", "")),
+                                                     str(d.get("model") or ""))),
         "datasets": {name: {k: v for k, v in info.items() if k != "dropped"}
                      for name, info in plan.datasets.items() if isinstance(info, Mapping)},
         "counts": {"requests": len(plan.requests), "requests_answered": sum(1 for r in plan.requests
@@ -325,6 +329,8 @@ def build_samples(plan: Plan, outcomes: Mapping[str, RequestOutcome], measuremen
             "choice_values": list(item.choice_values), "logprobs": list(oc.score.logprobs),
             "n_tokens": list(oc.score.n_tokens), "readout": jsonable(readout), "values": item.values,
         }
+        if getattr(item, "rotation", None) is not None:
+            rec["rotation"] = item.rotation
         if oc.score.top:
             rec["top"] = [list(t) for t in oc.score.top]
         out.append(rec)
@@ -543,10 +549,39 @@ def _group_label(group: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(group.items()))
 
 
+def _flag_marker(x: Mapping[str, Any]) -> str:
+    """" ⚠ few_units, zero_width" beside a flagged number (the messages are in the Warnings list)."""
+    codes = [f.get("code", "") for f in x.get("flags") or () if isinstance(f, Mapping)]
+    codes = [c for c in dict.fromkeys(codes) if c != "undefined"]
+    return f" ⚠ {', '.join(codes)}" if codes else ""
+
+
+def _flag_rows(report: Mapping[str, Any]) -> list[str]:
+    """One line per flag: where (task, metric, condition or comparison, group), code and reason."""
+    out = []
+    for e in report.get("estimates", []):
+        for f in e.get("flags") or ():
+            out.append(f"{e.get('task')} · {e.get('metric')} · {e.get('condition')} · {_group_label(e.get('group'))}: "
+                       f"{f.get('code')}: {f.get('message')}")
+    for c in report.get("comparisons", []):
+        for f in c.get("flags") or ():
+            out.append(f"{c.get('task')} · {c.get('metric')} · {c.get('treatment')} − {c.get('baseline')} · "
+                       f"{_group_label(c.get('group'))}: {f.get('code')}: {f.get('message')}")
+    return out
+
+
+def _undefined_reason(x: Mapping[str, Any]) -> str:
+    for f in x.get("flags") or ():
+        if isinstance(f, Mapping) and f.get("code") == "undefined":
+            return str(f.get("message", ""))
+    return "; ".join(x.get("warnings") or ())
+
+
 def _cell(e: Mapping[str, Any]) -> str:
     if e.get("value") is None:
-        return "undefined"
-    return f"{_fmt(e['value'])} [{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}]"
+        why = _undefined_reason(e)
+        return f"undefined ({why})" if why else "undefined"
+    return f"{_fmt(e['value'])} [{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}]" + _flag_marker(e)
 
 
 def _task_tables(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]], dict[str, Any]]]:
@@ -579,7 +614,7 @@ def _comparison_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[st
     rows = []
     for c in report.get("comparisons", []):
         effect = "undefined" if c.get("effect") is None else \
-            f"{_fmt(c['effect'])} [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}]"
+            f"{_fmt(c['effect'])} [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}]" + _flag_marker(c)
         rows.append([c.get("task", ""), c.get("metric", ""), _group_label(c.get("group")),
                      f"{c.get('treatment')} − {c.get('baseline')}", effect, str(c.get("test", "")),
                      _fmt_p(c.get("p_value")), f"{_fmt_p(c.get('p_adjusted'))} ({c.get('correction', '')})",
@@ -861,6 +896,9 @@ def render_markdown(report: Mapping[str, Any], figs: Sequence[tuple[str, str, st
                 parts += ["", f"![{caption}](plots/{name})"]
     header, rows = _comparison_rows(report)
     parts += ["", "## Comparisons", "", _md_table(header, rows) if rows else "None."]
+    flagged = _flag_rows(report)
+    if flagged:
+        parts += ["", "## Warnings", "", "⚠ marks a number to read with care:", ""] + [f"- {w}" for w in flagged]
     drows = _dropped_rows(report)
     parts += ["", "## Dropped rows", "", _md_table(["where", "reason", "n"], drows) if drows else "None."]
     return "\n".join(parts).rstrip() + "\n"
@@ -900,6 +938,10 @@ def render_html(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str, s
                 parts.append(f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>")
     header, rows = _comparison_rows(report)
     parts.append("<h2>Comparisons</h2>" + (_html_table(header, rows) if rows else "<p>None.</p>"))
+    flagged = _flag_rows(report)
+    if flagged:
+        parts.append("<h2>Warnings</h2><p>⚠ marks a number to read with care:</p><ul>"
+                     + "".join(f"<li>{e(w)}</li>" for w in flagged) + "</ul>")
     drows = _dropped_rows(report)
     parts.append("<h2>Dropped rows</h2>" + (_html_table(["where", "reason", "n"], drows) if drows else "<p>None.</p>"))
     parts.append("</body></html>")

@@ -44,6 +44,8 @@ class Estimate:
     level: float = 0.95
     analytic: dict[str, Any] | None = None  # e.g. {"method": "wilson", "ci_low": .., "ci_high": ..} for proportions
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # what a reader must know before trusting the number: [{"code": "few_units", "message": ...}, ...]
+    flags: tuple[dict[str, str], ...] = attrs.field(default=(), converter=tuple)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)
@@ -68,6 +70,9 @@ class ComparisonResult:
     correction: str
     n: int
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    n_units: int = 0  # resampling units the pairs fall in (what the sign-flip test and the bootstrap resample)
+    flags: tuple[dict[str, str], ...] = attrs.field(default=(), converter=tuple)
+    p_method: str = ""  # how p_value was computed, e.g. "sign_flip_exact", "sign_flip_monte_carlo", "mcnemar"
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)

@@ -32,13 +32,15 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, *, delay: float = 0.0, fail_after: int | None = None, batch_noise: bool = False,
-                 version: int = 1, use_on_result: bool = True, files: dict[str, str] | None = None) -> None:
+                 version: int = 1, use_on_result: bool = True, files: dict[str, str] | None = None,
+                 prefer: str | None = None) -> None:
         self.delay = delay
         self.fail_after = fail_after
         self.batch_noise = batch_noise
         self.version = version
         self.use_on_result = use_on_result
         self.files = files or {}
+        self.prefer = prefer  # a continuation that always wins (a model with a position preference, e.g. " (c)")
         self.scored: list[ScoreRequest] = []
         self.generated: list[GenerateRequest] = []
         self.batches: list[tuple[str, int]] = []
@@ -73,7 +75,8 @@ class FakeBackend:
             self._tick()
             text = self.render(req.prompt)
             # values on a 1e-4 grid, so noise < 5e-7 never crosses a 6-decimal rounding boundary
-            lps = tuple(-((_h(text + "\x00" + c) % 60000) + 1) / 10000 + noise for c in req.continuations)
+            lps = tuple(-((_h(text + "\x00" + c) % 60000) + 1) / 10000 + noise + (10.0 if c == self.prefer else 0.0)
+                        for c in req.continuations)
             top = tuple((c, lp) for c, lp in zip(req.continuations, lps))[: req.top_k]
             res = ScoreResult(lps, tuple(max(1, len(c.split())) for c in req.continuations), top)
             self.scored.append(req)
@@ -164,6 +167,7 @@ class FakeMeasurement:
     dropped: dict[str, Any]
     readouts: tuple[dict[str, Any] | None, ...] = ()  # aligned with plan.items, or () for none
     warnings: tuple[str, ...] = ()
+    answer_distribution: tuple[dict[str, Any], ...] = ()
 
 
 def write_toy_inputs(root: Path) -> dict[str, Any]:

@@ -421,7 +421,7 @@ def test_mcnemar_comparison_and_holm_family_match_statsmodels():
     assert c0.ci_low < c0.effect < c0.ci_high
 
 
-def test_bootstrap_comparison_is_paired_and_its_pvalue_comes_from_the_resamples():
+def test_bootstrap_comparison_is_paired_and_its_pvalue_comes_from_a_sign_flip_test():
     items, outcomes, base, treat = _two_conditions(n=400, seed=2)
     comps = [ComparisonPlan("IF", "Q", "acc", "bootstrap", "none", 0)]
     plan = make_plan(items, [("acc", "t", "mean(answer == label)")], comparisons=comps, resamples=2000)
@@ -430,7 +430,14 @@ def test_bootstrap_comparison_is_paired_and_its_pvalue_comes_from_the_resamples(
     # the paired distribution: the same resample (unit weights) for both conditions
     w = np.vstack(list(stats.resample_counts(np.random.default_rng(0), 400, 2000)))
     diff = (w @ treat.astype(float) - w @ base.astype(float)) / 400.0
-    assert c.p_value == pytest.approx(stats.bootstrap_pvalue(diff))
+    # the p-value: a Monte Carlo sign-flip test of the per-unit differences (400 units, one item each);
+    # with this many units it agrees with the old bootstrap p-value
+    d = treat.astype(float) - base.astype(float)
+    ref = stats.sign_flip_pvalue(d, rng=np.random.default_rng(1), n_flips=20000).p_value
+    assert c.p_method == "sign_flip_monte_carlo" and c.n_units == 400
+    assert c.p_value == pytest.approx(ref, abs=0.015)
+    assert c.p_value == pytest.approx(stats.bootstrap_pvalue(diff), abs=0.02)
+    assert not [f for f in c.flags if f["code"] == "few_units"]
     lo, hi = stats.percentile_interval(diff)
     assert c.ci_low == pytest.approx(lo) and c.ci_high == pytest.approx(hi)
     # paired CI is narrower than the unpaired one built from the two marginal CIs
@@ -574,3 +581,90 @@ def test_group_estimates_use_the_task_resample_exactly(unit):
             assert e.ci_low is None
         else:
             assert e.ci_low == pytest.approx(iv.low, abs=1e-12) and e.ci_high == pytest.approx(iv.high, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- few units: sign-flip p-values, flags
+
+def _unit_pairs(n_units: int, per_unit: int, effect_rows, outcomes):
+    """Two conditions over ``n_units`` units; rows in ``effect_rows`` are right under IF and wrong under Q."""
+    items = []
+    for cond in ("Q", "IF"):
+        for r in range(n_units * per_unit):
+            right = (cond == "IF") == (r in effect_rows)
+            items.append(item(cond, r, onehot(0 if right else 1, 2), {"label": 0, "u": r // per_unit},
+                              outcomes=outcomes, choice_values=(0, 1)))
+    return items
+
+
+def test_paired_comparison_over_two_units_cannot_claim_significance():
+    outcomes: dict = {}
+    # every item of both units improves: the bootstrap alone would say p = 2/(B+1)
+    items = _unit_pairs(2, 5, set(range(10)), outcomes)
+    comps = [ComparisonPlan("IF", "Q", "acc", "bootstrap", "holm", 0)]
+    m = measure(make_plan(items, [("acc", "t", "mean(answer == label)")], comparisons=comps, unit=("u",),
+                          resamples=999), outcomes)
+    c = m.comparisons[0]
+    assert c.effect == 1.0 and c.n_units == 2 and c.n == 10
+    assert c.p_value == 0.5 and c.p_method == "sign_flip_exact"  # 2 of the 4 flip patterns are as extreme
+    assert c.p_adjusted >= 0.5
+    codes = {f["code"] for f in c.flags}
+    assert "few_units" in codes and "zero_width" in codes
+    assert stats.bootstrap_pvalue(np.ones(999)) < 0.01  # what the old p-value said about the same data
+    e = est(m, "acc", "IF")
+    assert e.n_units == 2 and "few_units" in {f["code"] for f in e.flags}
+
+
+def test_sign_flip_in_measure_matches_a_brute_force_reference_on_a_ratio_metric():
+    import itertools
+
+    rng = np.random.default_rng(11)
+    outcomes: dict = {}
+    items = []
+    n_units, per = 7, 4
+    answers = {c: rng.integers(0, 3, n_units * per) for c in ("Q", "IF")}
+    targets = rng.integers(0, 2, n_units * per)
+    for cond in ("Q", "IF"):
+        for r in range(n_units * per):
+            items.append(item(cond, r, onehot(int(answers[cond][r])),
+                              {"u": r // per, "target": int(targets[r]), "unknown": 2}, outcomes=outcomes))
+    formula = "2 * count(answer == target, where=answer != unknown) / count(answer != unknown) - 1"
+    comps = [ComparisonPlan("IF", "Q", "b", "bootstrap", "none", 0)]
+    m = measure(make_plan(items, [("b", "t", formula)], comparisons=comps, unit=("u",), resamples=200), outcomes)
+    c = m.comparisons[0]
+
+    def bias(ans, rows):
+        ok = [r for r in rows if ans[r] != 2]
+        return 2 * sum(ans[r] == targets[r] for r in ok) / len(ok) - 1
+
+    rows_of = [list(range(u * per, (u + 1) * per)) for u in range(n_units)]
+    obs = bias(answers["IF"], range(n_units * per)) - bias(answers["Q"], range(n_units * per))
+    assert c.effect == pytest.approx(obs)
+    extreme = 0
+    for flips in itertools.product((0, 1), repeat=n_units):  # swap the two conditions' answers in flipped units
+        t, b = answers["IF"].copy(), answers["Q"].copy()
+        for u, f in enumerate(flips):
+            if f:
+                t[rows_of[u]], b[rows_of[u]] = answers["Q"][rows_of[u]], answers["IF"][rows_of[u]]
+        allr = range(n_units * per)
+        extreme += abs(bias(t, allr) - bias(b, allr)) >= abs(obs) - 1e-12
+    assert c.p_method == "sign_flip_exact"
+    assert c.p_value == pytest.approx(extreme / 2**n_units)
+
+
+def test_pearson_comparison_gets_a_sign_flip_p_value():
+    rng = np.random.default_rng(3)
+    outcomes: dict = {}
+    items = []
+    x = rng.normal(size=40)
+    for cond, noise in (("Q", 1.0), ("IF", 0.3)):
+        for r in range(40):
+            p = 1 / (1 + np.exp(-(x[r] + rng.normal(0, noise))))
+            items.append(item(cond, r, (float(np.log(p)), float(np.log1p(-p))), {"x": float(x[r])},
+                              outcomes=outcomes, choice_values=(0, 1)))
+    comps = [ComparisonPlan("IF", "Q", "rho", "bootstrap", "none", 0)]
+    m = measure(make_plan(items, [("rho", "t", "pearson(prob(answer, 0), x)")], comparisons=comps,
+                          resamples=500), outcomes)
+    c = m.comparisons[0]
+    assert c.p_method == "sign_flip_monte_carlo" and c.n_units == 40
+    assert c.effect == pytest.approx(est(m, "rho", "IF").value - est(m, "rho", "Q").value)
+    assert 0 < c.p_value < 0.05  # the correlation is much stronger under IF

@@ -207,7 +207,8 @@ def test_float_serialisation() -> None:
 def test_report_order_independent_of_measurement_order(setup) -> None:
     plan, _backend, outcomes, *_ = setup
     m = measure(plan, outcomes)
-    rev = FakeMeasurement(tuple(reversed(m.estimates)), tuple(reversed(m.comparisons)), m.dropped, m.readouts, m.warnings)
+    rev = FakeMeasurement(tuple(reversed(m.estimates)), tuple(reversed(m.comparisons)), m.dropped, m.readouts, m.warnings,
+                          tuple(reversed(m.answer_distribution)))
     assert dumps_json(build_report(plan, m, outcomes)) == dumps_json(build_report(plan, rev, outcomes))
 
 

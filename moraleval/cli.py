@@ -27,14 +27,16 @@ moraleval measures social bias and moral self-correction in language models from
   moraleval data fetch bbq                 download a dataset's pinned files and verify their hashes
   moraleval models import                  import the embedded default model (SmolLM2-135M-Instruct) once
 
-Data files are looked up under --data, then $MORALEVAL_DATA, then the spec's `data` line, then the user data
-directory (where `data fetch` puts them), then ../shared/data.
+Data files are looked up in every data root, in this order: --data (repeatable; --data builtin:sample is the
+shipped sample), the spec's `data` lines, $MORALEVAL_DATA (a path list), the user data directory (where
+`data fetch` puts them).  A file is taken from the first root holding a copy that matches its pinned sha256.
 """
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="DIR", help="data root (default: $MORALEVAL_DATA, the spec's data line, "
-                                                 "the user data directory, ../shared/data)")
+    p.add_argument("--data", metavar="DIR", action="append", default=None,
+                   help="a data root searched first (repeatable; 'builtin:sample' is the sample shipped with "
+                        "moraleval); then the spec's data lines, $MORALEVAL_DATA, the user data directory")
     p.add_argument("--set", dest="overrides", metavar="NAME=VALUE", action="append", default=[],
                    help="override a spec parameter, e.g. --set categories=Age,Religion (repeatable)")
 
@@ -51,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A declared data file that is absent is a warning here (with how to fetch it).")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     _common(p)
-    p.add_argument("--json", action="store_true", help="print diagnostics as JSON")
+    p.add_argument("--format", dest="output_format", choices=("text", "json"), default="text",
+                   help="json: diagnostics as JSON on stdout (file, line, column, end_line, end_column, severity, "
+                        "code, message, hint), for editors and CI")
+    p.add_argument("--json", action="store_true", help="same as --format json")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("plan", help="compile a spec into its evaluation plan and summarise it",
@@ -159,12 +164,11 @@ def cmd_check(args) -> int:
             reports.append((spec, [exc], False))
             continue
         reports.append((spec, checked.warnings, True))
-    if args.json:
+    if args.json or args.output_format == "json":
         out = []
         for spec, diags, ok in reports:
             out.append({"spec": spec, "ok": ok,
-                        "diagnostics": [d.as_dict() if hasattr(d, "as_dict") else {"severity": "error",
-                                                                                     "message": str(d)}
+                        "diagnostics": [d.as_dict() if hasattr(d, "as_dict") else _error_dict(d, spec)
                                         for d in diags]})
         print(json.dumps(out, indent=2))
         return worst
@@ -178,6 +182,12 @@ def cmd_check(args) -> int:
         print(f"{spec}: {status} ({n_err} error{'s' if n_err != 1 else ''}, "
               f"{n_warn} warning{'s' if n_warn != 1 else ''})")
     return worst
+
+
+def _error_dict(exc: MoralevalError, spec: str) -> dict:
+    """A non-spec error (e.g. the file cannot be read) in the shape of ``Diagnostic.as_dict``."""
+    return {"severity": "error", "code": "E000", "message": exc.message, "file": spec, "line": None,
+            "column": None, "end_line": None, "end_column": None, "hint": exc.hint}
 
 
 def load_plan(spec: str, data: str | None, overrides: list[str]):

@@ -108,15 +108,6 @@ def test_bbq_counts_by_condition(bbq_checked):
     assert bbq_checked.params["categories"] == SIX
 
 
-def test_data_root_found_next_to_the_checkout(shared_data, no_env_data, monkeypatch):
-    if shared_data.resolve() != (REPO.parent / "shared" / "data").resolve():
-        pytest.skip("the shared data is not next to the checkout")
-    monkeypatch.chdir(REPO)
-    checked = check("specs/winogender.me")
-    assert checked.data_root.resolve() == shared_data.resolve()
-    assert "shared/data" in checked.data_root_reason
-
-
 def test_missing_selected_file_is_a_warning_in_check_mode_and_an_error_in_plan_mode(tiny_data):
     spec = FIXTURES / "missing_file_check.me"
     checked = check(spec, data_root=str(tiny_data), mode="check")
@@ -180,3 +171,82 @@ def test_set_typo_in_a_category_is_caught(shared_data, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "'Religon' (did you mean 'Religion'?)" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- templates are always checked, problems once
+
+def _library_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """specs/ copied to tmp_path with one edit in specs/lib/bbq.me."""
+    shutil.copytree(SPECS, tmp_path / "specs")
+    lib = tmp_path / "specs" / "lib" / "bbq.me"
+    text = lib.read_text(encoding="utf-8")
+    assert old in text
+    lib.write_text(text.replace(old, new), encoding="utf-8")
+    return tmp_path / "specs"
+
+
+@pytest.mark.parametrize("spec", ["bbq.me", "quickstart.me"])
+def test_template_typo_in_the_library_is_an_error_with_bbq_files_missing(tmp_path, no_env_data, spec):
+    """No BBQ file on this machine (only the shipped sample): the typo is still found, once, naming every
+    condition it breaks."""
+    specs = _library_copy(tmp_path, "{{ context }} {{ question }}", "{{ contxt }} {{ question }}")
+    with pytest.raises(SpecCheckError) as info:
+        check(specs / spec, mode="check")
+    [d] = info.value.errors
+    assert d.code == "E143" and d.source.path.endswith("lib/bbq.me") and (d.span.line, d.span.column) == (7, 29)
+    assert "unknown variable 'contxt' in template 'bbq_question'" in d.message
+    assert "conditions 'Q', 'Q_IF' and 'Q_IF_CoT' of task 'bbq_answer'" in d.message
+    assert d.hint == "did you mean 'context'?"
+
+
+def test_check_says_which_columns_stood_in_for_absent_files(no_env_data):
+    checked = check(SPECS / "bbq.me", mode="check")
+    codes = [w.code for w in checked.warnings]
+    assert codes.count("W130") == 1  # the 11 absent files of one read line: one warning
+    w134 = next(w for w in checked.warnings if w.code == "W134")
+    assert "checked against the columns of bbq/sample.jsonl" in w134.message
+    assert "W132" not in codes  # no warning about declared files the parameters do not select
+
+
+def test_columns_unknown_is_a_warning_naming_what_was_not_checked(tmp_path, no_env_data):
+    spec = tmp_path / "s.me"
+    spec.write_text(
+        'moraleval 1\ndataset d {\n    file "x/a.jsonl" sha256 "' + "0" * 64 + '"\n    read jsonl "x/a.jsonl"\n}\n'
+        'task t on d {\n    choose c from [" a"]\n    condition Q {\n        human "{{ anything }}"\n'
+        '        assistant "A:"\n    }\n}\nmetric m = mean(c == 0)\n', encoding="utf-8")
+    checked = check(spec, mode="check")
+    w = next(w for w in checked.warnings if w.code == "W135")
+    assert "template variables and metric columns on dataset 'd' are NOT checked" in w.message
+    assert "x/a.jsonl absent" in w.message
+
+
+def test_metric_formula_problem_is_reported_once_for_every_metric_using_it(tmp_path, no_env_data):
+    specs = _library_copy(tmp_path, "mean(answer == label where", "mean(answer == lable where")
+    with pytest.raises(SpecCheckError) as info:
+        check(specs / "quickstart.me", mode="check")
+    [d] = info.value.errors
+    assert d.source.path.endswith("lib/bbq.me")
+    assert "unknown name 'lable' in metrics" in d.message
+    for metric in ("accuracy_ambiguous", "accuracy_disambiguated", "bias_ambiguous"):
+        assert f"'{metric}'" in d.message
+    assert d.hint == "did you mean 'label'?"
+
+
+def test_unknown_column_without_a_close_match_lists_the_nearest_columns(tiny_data, tmp_path):
+    text = (FIXTURES / "metric_unknown_name.me").read_text(encoding="utf-8").replace("lable", "ctx_kind")
+    (tmp_path / "m.me").write_text(text, encoding="utf-8")
+    with pytest.raises(SpecCheckError) as info:
+        check(tmp_path / "m.me", data_root=str(tiny_data))
+    [d] = info.value.errors
+    assert d.hint.startswith("columns of dataset 'items', nearest first: ")
+    assert "context" in d.hint and "choices: pick" in d.hint
+
+
+def test_one_unknown_condition_in_a_comparison_is_one_error(tiny_data, tmp_path):
+    text = (FIXTURES / "compare_unknown_condition.me").read_text(encoding="utf-8")
+    text = text.replace("on accuracy test mcnemar", "on accuracy, acc_ambig test mcnemar")
+    (tmp_path / "c.me").write_text(text, encoding="utf-8")
+    with pytest.raises(SpecCheckError) as info:
+        check(tmp_path / "c.me", data_root=str(tiny_data))
+    [d] = info.value.errors
+    assert "no condition 'Q_CoT'" in d.message and "metrics 'accuracy' and 'acc_ambig'" in d.message

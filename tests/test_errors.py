@@ -48,6 +48,9 @@ def run_case(case: str, data: Path, capsys, monkeypatch) -> tuple[int, str, int]
     spec = FIXTURES / f"{case}.me"
     args, expected_code = _directives(spec.read_text(encoding="utf-8"))
     monkeypatch.chdir(FIXTURES)
+    # a fixed search path: --data, then an (absent) user data directory, nothing from the environment
+    monkeypatch.delenv("MORALEVAL_DATA", raising=False)
+    monkeypatch.setenv("MORALEVAL_DATA_HOME", str(data.parent / "user-data"))
     command, *rest = args
     code, _, err = run_cli([command, spec.name, "--data", str(data), *rest], capsys)
     err = err.replace(str(data.resolve()), "<data>").replace(str(data), "<data>")

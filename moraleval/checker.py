@@ -504,8 +504,7 @@ class _Checker:
                 self.warn(f"dataset '{ds.name}': some selected files are absent, so {what} '{ds.name}' are checked "
                           f"against the columns of {', '.join(used)}", ds,
                           "the absent files are assumed to have the same columns", src, code="W134")
-        else:
-            result.columns = []
+        elif self.mode == "check":  # (plan and run stop at the absent files anyway)
             files = ", ".join(sorted(absent)) or "a file"
             self.warn(f"{what} '{ds.name}' are NOT checked: its columns are unknown ({files} absent, and no "
                       f"other file of the same format the dataset declares can be read)", ds,

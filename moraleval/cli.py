@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dest", help="data root to write into (default: the user data directory)")
     f.add_argument("--only", action="append", default=[], metavar="PATH",
                    help="fetch only these declared files (repeatable)")
+    f.add_argument("-v", "--verbose", action="store_true", help="on failure, one block per file")
     f.set_defaults(func=cmd_data_fetch)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -110,7 +111,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="which of the spec's models to run (default: the one marked default)")
     p.add_argument("--out", metavar="DIR", help="report directory (default: reports/<spec name>/)")
     p.add_argument("--cache", metavar="DIR", help="response cache directory (default: the user cache)")
-    p.add_argument("--limit", type=int, metavar="N", help="run only the first N items (a quick look)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="a quick look: run N dataset rows of each task, spread evenly over its rows, each under "
+                        "every condition (comparisons stay paired); the rest is reported as not run (--limit)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="requests per backend call")
     p.add_argument("--dry-run", action="store_true", help="say what would be computed and what is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -389,9 +392,13 @@ def cmd_data_fetch(args) -> int:
                              hint="it declares no files" if not args.only else "--only matched no declared file")
     dest = Path(args.dest) if args.dest else default_data_root()
     print(f"fetching {len(files)} file(s) of dataset '{ds.name}' into {dest}")
+    from moraleval.datafetch import FetchError
+
     report = fetch_files(files, dest, raise_on_failure=False)
-    print(report.summary())
-    report.raise_for_failures()
+    if report.ok or args.verbose:
+        print(report.summary())
+    if not report.ok:
+        raise FetchError(report, verbose=args.verbose)
     print(f"done: use --data {dest} (or nothing: moraleval looks there by default)")
     return 0
 

@@ -574,3 +574,17 @@ def test_group_estimates_use_the_task_resample_exactly(unit):
             assert e.ci_low is None
         else:
             assert e.ci_low == pytest.approx(iv.low, abs=1e-12) and e.ci_high == pytest.approx(iv.high, abs=1e-12)
+
+
+def test_items_left_out_by_limit_are_reported_as_not_run():
+    from moraleval.runner import RunOutcomes
+
+    outcomes: dict = {}
+    items = [item("Q", 0, onehot(0), {"label": 0}, outcomes=outcomes),
+             item("Q", 1, None, {"label": 0}, outcomes=outcomes),
+             item("Q", 2, None, {"label": 0}, outcomes=outcomes)]
+    plan = make_plan(items, [("acc", "t", "mean(answer == label)")])
+    limited = RunOutcomes(dict(outcomes), stats=None, not_run=frozenset({items[1].request}))
+    m = measure(plan, limited)
+    assert "task 't': 1 item(s) not run (--limit)" in m.warnings
+    assert "task 't': 1 item(s) have no outcome and are left out" in m.warnings

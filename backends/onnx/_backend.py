@@ -99,7 +99,10 @@ class OnnxBackend:
                  max_batch_tokens: int = 8192, generate_batch_size: int = 1, spinning: bool = True) -> None:
         try:
             import onnx
-            import onnxruntime as ort
+
+            from backends.onnx._ort import import_onnxruntime
+
+            ort = import_onnxruntime()  # telemetry off, nothing written to ~/.cache/Microsoft
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise BackendError(f"the onnx backend needs onnxruntime and onnx: {exc}",
                                hint="pip install onnxruntime onnx") from exc

@@ -39,7 +39,7 @@ SCALAR_FUNCTIONS = {"abs": (1, 1), "sqrt": (1, 1), "min": (2, 9), "max": (2, 9),
 TESTS = ("bootstrap", "mcnemar", "paired_t", "wilcoxon")
 CORRECTIONS = ("holm", "bh", "bonferroni", "none")
 BOOT_METHODS = ("percentile", "bca")
-FORMATS = ("chat", "text")
+FORMATS = ("chat", "text", "raw")
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
@@ -584,7 +584,8 @@ class _Checker:
         ds = datasets[t.dataset]
         fmt = t.format or "chat"
         if fmt not in FORMATS:
-            self.error(f"unknown format '{fmt}'", t, "use 'format chat' or 'format text'", src, code="E151")
+            self.error(f"unknown format '{fmt}'", t, "use 'format chat', 'format text' or 'format raw'", src,
+                       code="E151")
         by_name = {c.name: c for c in t.conditions}
         if not t.conditions:
             self.error(f"task '{t.name}' has no conditions", t, "add at least: condition Q { human ... }", src,
@@ -647,7 +648,7 @@ class _Checker:
             info = self._turn_template(turn, templates, None)
             if turn.generate is not None:
                 g = turn.generate
-                if turn.role != "assistant":
+                if turn.role != "assistant" and fmt != "raw":  # raw: roles are only labels, nothing is rendered
                     self.error("only an assistant turn can be continued by 'then generate'", g, source=src,
                                code="E157")
                 if g.max_tokens < 1:

@@ -124,6 +124,7 @@ class _Checker:
         self.mode = mode  # "check": absent files are warnings; "plan": an absent file the plan needs is an error
         self.diagnostics: list[Diagnostic] = []
         self.places: dict[int, tuple[str, str]] = {}
+        self.import_sites: dict[str, tuple[n.Import, Source]] = {}  # imported file -> (import line, its file)
         self.sources: dict[int, Source] = {}  # id(statement) -> its file
         self.env = make_environment()
         self.imports: dict[str, str] = {}
@@ -217,6 +218,7 @@ class _Checker:
         models, default_model = self._models(stmts(n.Model), consts)
         run_settings = self._run_settings(stmts(n.RunSettings), consts)
 
+        self._check_requires(self._body_cache)
         diagnostics = self._merged()
         if any(d.severity == "error" for d in diagnostics):
             raise SpecCheckError(diagnostics)
@@ -248,6 +250,7 @@ class _Checker:
                                "import paths are relative to the importing spec", source=source, code="E111")
                     continue
                 sub_source = Source(path.read_text(encoding="utf-8"), str(path))
+                self.import_sites.setdefault(str(path), (stmt, source))
                 self.imports[str(path)] = hashlib.sha256(sub_source.text.encode("utf-8")).hexdigest()
                 try:
                     sub = parse(sub_source)
@@ -265,6 +268,51 @@ class _Checker:
             self.sources.setdefault(id(stmt), source)
             body.append(stmt)
         return body
+
+    REQUIRE_KINDS = {"param": n.Param, "let": n.Let, "task": n.Task, "dataset": n.Dataset, "template": n.Template}
+
+    def _check_requires(self, body: list[Any]) -> None:
+        """A library's ``requires`` line against what the whole spec defines.  A missing name is one error at the
+        import line, naming what is missing; the errors it causes inside the library are folded into it."""
+        defined = {(kind, s.name) for s in body for kind, cls in self.REQUIRE_KINDS.items() if isinstance(s, cls)}
+        claimed = {item for s in body if isinstance(s, n.Requires) for item in s.items}  # needed by a library
+        for req in (s for s in body if isinstance(s, n.Requires)):
+            lib = self._src(req)
+            missing = [(k, name) for k, name in req.items if (k, name) not in defined]
+            if not missing:
+                continue
+            site = self.import_sites.get(lib.path)
+            # checked on its own (no import site), every error of the library may follow from the contract
+            folded = [d for d in self.diagnostics if d.severity == "error" and d.source is not None
+                      and d.source.path == lib.path
+                      and (site is None or any(f"'{name}'" in d.message for _, name in missing))]
+            for d in folded:
+                self.diagnostics.remove(d)
+            for kind, name in missing:
+                others = sorted(nm for k, nm in defined if k == kind and (k, nm) not in claimed)
+                guess = difflib.get_close_matches(name, others, n=1, cutoff=0.5)
+                example = _REQUIRE_EXAMPLE[kind].format(name=name)
+                if guess:
+                    hint = f"the spec has {kind} '{guess[0]}': rename it to '{name}'"
+                elif len(others) == 1:
+                    hint = f"the spec has {kind} '{others[0]}': rename it to '{name}', or define {example}"
+                elif others and len(others) <= 5:
+                    listed = ", ".join(f"'{o}'" for o in others)
+                    hint = f"the spec's {kind}s: {listed}; rename one to '{name}' or define it: {example}"
+                else:
+                    hint = f"define it, e.g. {example}"
+                hint += f" (the library's contract is stated at the top of {lib.display_path})"
+                note = ""
+                if folded:
+                    note = f" ({len(folded)} error(s) it causes inside {lib.display_path} are not shown)"
+                    folded = []
+                if site is None:
+                    self.error(f"{lib.display_path} is a library: it requires {kind} '{name}' from the spec "
+                               f"importing it; check that spec instead{note}", req, hint, lib, code="E197")
+                else:
+                    stmt, importer = site
+                    self.error(f"{lib.display_path} requires {kind} '{name}', which {importer.display_path} "
+                               f"does not define{note}", stmt, hint, importer, code="E197")
 
     def _check_version(self, spec: n.Spec) -> None:
         versions = spec.of(n.Version)
@@ -1171,6 +1219,10 @@ def _find_in_template(text: str, var: str, text_span: Span | None) -> Span | Non
     column = (text_span.column + col) if line_offset == 0 else col + 1
     line = text_span.line + line_offset
     return Span(line, column, line, column + len(var))
+
+
+_REQUIRE_EXAMPLE = {"param": "param {name} = ...", "let": "let {name} = ...", "task": "task {name} on DATASET {{ ... }}",
+                    "dataset": "dataset {name} {{ ... }}", "template": 'template {name} = "..."'}
 
 
 def _places_text(places: list[tuple[str, str]]) -> str:

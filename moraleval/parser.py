@@ -202,6 +202,24 @@ class _ToNodes(Transformer):
     def let(self, meta, c):
         return n.Let(str(c[0]), c[1], span=_span(meta))
 
+    def requires(self, meta, c):
+        return n.Requires(tuple(c), span=_span(meta))
+
+    def require_param(self, meta, c):
+        return ("param", str(c[0]))
+
+    def require_let(self, meta, c):
+        return ("let", str(c[0]))
+
+    def require_task(self, meta, c):
+        return ("task", str(c[0]))
+
+    def require_dataset(self, meta, c):
+        return ("dataset", str(c[0]))
+
+    def require_template(self, meta, c):
+        return ("template", str(c[0]))
+
     def data_root(self, meta, c):
         return n.DataRoot(unquote(c[0]), span=_span(meta))
 

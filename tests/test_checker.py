@@ -193,7 +193,8 @@ def test_template_typo_in_the_library_is_an_error_with_bbq_files_missing(tmp_pat
     with pytest.raises(SpecCheckError) as info:
         check(specs / spec, mode="check")
     [d] = info.value.errors
-    assert d.code == "E143" and d.source.path.endswith("lib/bbq.me") and (d.span.line, d.span.column) == (7, 29)
+    line = next(i for i, t in enumerate(d.source.text.splitlines(), 1) if t.startswith("template bbq_question"))
+    assert d.code == "E143" and d.source.path.endswith("lib/bbq.me") and (d.span.line, d.span.column) == (line, 29)
     assert "unknown variable 'contxt' in template 'bbq_question'" in d.message
     assert "conditions 'Q', 'Q_IF' and 'Q_IF_CoT' of task 'bbq_answer'" in d.message
     assert d.hint == "did you mean 'context'?"
@@ -250,3 +251,55 @@ def test_one_unknown_condition_in_a_comparison_is_one_error(tiny_data, tmp_path)
         check(tmp_path / "c.me", data_root=str(tiny_data))
     [d] = info.value.errors
     assert "no condition 'Q_CoT'" in d.message and "metrics 'accuracy' and 'acc_ambig'" in d.message
+
+
+# ---------------------------------------------------------------- library contracts (`requires`)
+
+def _spec_copy(tmp_path: Path, spec: str, old: str, new: str) -> Path:
+    shutil.copytree(SPECS, tmp_path / "specs")
+    path = tmp_path / "specs" / spec
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+def test_renaming_the_task_a_library_needs_is_one_clear_error_at_the_import(tmp_path, no_env_data):
+    spec = _spec_copy(tmp_path, "quickstart.me", "task bbq_answer on bbq", "task bbq on bbq")
+    with pytest.raises(SpecCheckError) as info:
+        check(spec, mode="check")
+    d, other = info.value.errors
+    assert other.message == "bootstrap on unknown task 'bbq_answer'"  # a line of the spec itself, kept
+    assert d.code == "E197" and d.source.path == str(spec) and d.span.line == 14  # import "lib/bbq.me"
+    assert d.message == (f"{tmp_path}/specs/lib/bbq.me requires task 'bbq_answer', which {spec} does not define "
+                         f"(4 error(s) it causes inside {tmp_path}/specs/lib/bbq.me are not shown)")
+    assert d.hint.startswith("the spec has task 'bbq': rename it to 'bbq_answer'")
+
+
+def test_a_missing_library_parameter_is_named_with_the_near_name(tmp_path, no_env_data):
+    spec = _spec_copy(tmp_path, "quickstart.me", "param per_cell = 0", "param percell = 0")
+    with pytest.raises(SpecCheckError) as info:
+        check(spec, mode="check")
+    [d] = info.value.errors
+    assert d.code == "E197" and "requires param 'per_cell'" in d.message
+    assert d.hint.startswith("the spec has param 'percell': rename it to 'per_cell'")
+
+
+def test_every_library_states_its_contract_in_its_header():
+    from moraleval import nodes as n
+    from moraleval.parser import parse_file
+
+    for lib in sorted((SPECS / "lib").glob("*.me")):
+        text = lib.read_text(encoding="utf-8")
+        header = text.split("\n\n", 1)[0]
+        assert "# Contract" in header, lib
+        for req in parse_file(lib).of(n.Requires):
+            for kind, name in req.items:
+                assert f"{kind} {name}" in header, (lib, kind, name)
+
+
+def test_checking_a_library_on_its_own_says_to_check_a_spec_that_imports_it(no_env_data):
+    with pytest.raises(SpecCheckError) as info:
+        check(SPECS / "lib" / "bbq_data.me", mode="check")
+    assert {d.code for d in info.value.errors} == {"E197"}
+    assert all("is a library" in d.message for d in info.value.errors)

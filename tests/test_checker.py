@@ -303,3 +303,19 @@ def test_checking_a_library_on_its_own_says_to_check_a_spec_that_imports_it(no_e
         check(SPECS / "lib" / "bbq_data.me", mode="check")
     assert {d.code for d in info.value.errors} == {"E197"}
     assert all("is a library" in d.message for d in info.value.errors)
+
+
+def test_metric_parameters_take_booleans(tiny_data, tmp_path):
+    """Documented in spec-language.md (metric parameter types): true/false are inlined as boolean literals."""
+    from moraleval import nodes as n
+
+    text = (FIXTURES / "keyword_typo.me").read_text(encoding="utf-8").replace("metrics accuracy", "metric accuracy")
+    text += ("\nmetric acc_by(b) = mean(pick == label where (label == 0) == b)\n"
+             "metric acc_zero = acc_by(true)\nmetric acc_other = acc_by(false)\n")
+    (tmp_path / "b.me").write_text(text, encoding="utf-8")
+    checked = check(tmp_path / "b.me", data_root=str(tiny_data), mode="plan")
+    by_name = {m.name: m for m in checked.metrics}
+    assert "acc_by" not in by_name
+    for name, value in (("acc_zero", True), ("acc_other", False)):
+        where = by_name[name].expr.where
+        assert isinstance(where.right, n.Literal) and where.right.value is value

@@ -21,8 +21,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from moraleval import nodes as n
 from moraleval import safeio, templating
 from moraleval.datasets import (
-    ROW_ID, VARIANT, DatasetResult, StatementError, UnsafePath, read_table, resolve_data_path, run_pipeline,
-    sha256_file,
+    ROW_ID, VARIANT, DatasetResult, StatementError, UnsafePath, read_table, run_pipeline,
+)
+from moraleval.datapath import (
+    BUILTIN_SAMPLE, DataRoot, describe_roots, locate, near_names, sample_data_dir, search_path,
+    user_data_dir,  # noqa: F401 - re-exported
 )
 from moraleval.errors import DataError, Diagnostic, MoralevalError, SpecCheckError, SpecError
 from moraleval.parser import parse
@@ -38,9 +41,7 @@ SCALAR_FUNCTIONS = {"abs": (1, 1), "sqrt": (1, 1), "min": (2, 9), "max": (2, 9),
 TESTS = ("bootstrap", "mcnemar", "paired_t", "wilcoxon")
 CORRECTIONS = ("holm", "bh", "bonferroni", "none")
 BOOT_METHODS = ("percentile", "bca")
-FORMATS = ("chat", "text")
-BUILTIN_SAMPLE = "builtin:sample"
-SHARED_DATA = Path("..") / "shared" / "data"
+FORMATS = ("chat", "text", "raw")
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
@@ -48,19 +49,6 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     if not close:
         return None
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-
-
-def sample_data_dir() -> Path:
-    return Path(__file__).resolve().parent / "sample_data"
-
-
-def user_data_dir() -> Path:
-    env = os.environ.get("MORALEVAL_DATA_HOME")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("moraleval")) / "data"
 
 
 @attrs.frozen
@@ -100,6 +88,8 @@ class CheckedSpec:
     consts: dict[str, Any]  # params + global lets
     data_root: Path | None
     data_root_reason: str
+    data_roots: list[DataRoot]  # the search path, in lookup order
+    data_paths: dict[str, Path]  # relative data path -> the file it was read from
     datasets: dict[str, DatasetResult]
     templates: dict[str, jinja2.Template]
     template_sources: dict[str, str]
@@ -129,26 +119,57 @@ class _Checker:
                  mode: str) -> None:
         self.source = source
         self.overrides = dict(overrides or {})
-        self.cli_data_root = data_root
+        if isinstance(data_root, (str, os.PathLike)):
+            data_root = [data_root]
+        self.cli_data_roots = [str(d) for d in (data_root or [])]
+        self.data_paths: dict[str, Path] = {}
+        self.used_roots: dict[Path, DataRoot] = {}
         self.mode = mode  # "check": absent files are warnings; "plan": an absent file the plan needs is an error
         self.diagnostics: list[Diagnostic] = []
+        self.places: dict[int, tuple[str, str]] = {}
+        self.import_sites: dict[str, tuple[n.Import, Source]] = {}  # imported file -> (import line, its file)
         self.sources: dict[int, Source] = {}  # id(statement) -> its file
         self.env = make_environment()
         self.imports: dict[str, str] = {}
 
     # ------------------------------------------------------------------ reporting
     def error(self, message: str, node: Any, hint: str | None = None, source: Source | None = None,
-              code: str = "E100", span: Span | None = None) -> None:
-        self._add("error", message, node, hint, source, code, span)
+              code: str = "E100", span: Span | None = None, place: tuple[str, str] | None = None) -> None:
+        self._add("error", message, node, hint, source, code, span, place)
 
     def warn(self, message: str, node: Any, hint: str | None = None, source: Source | None = None,
-             code: str = "W100", span: Span | None = None) -> None:
-        self._add("warning", message, node, hint, source, code, span)
+             code: str = "W100", span: Span | None = None, place: tuple[str, str] | None = None) -> None:
+        self._add("warning", message, node, hint, source, code, span, place)
 
-    def _add(self, severity, message, node, hint, source, code, span) -> None:
+    def _add(self, severity, message, node, hint, source, code, span, place=None) -> None:
+        """``place`` (kind, name), e.g. ("condition", "Q"): what the problem affects.  One problem found from
+        several places (a template shared by conditions, a formula inlined into metrics) is reported once,
+        listing them (see ``_merged``)."""
         if span is None:
             span = getattr(node, "span", None)
-        self.diagnostics.append(Diagnostic(message, span, source or self.current, hint, severity, code))
+        d = Diagnostic(message, span, source or self.current, hint, severity, code)
+        self.diagnostics.append(d)
+        if place is not None:
+            self.places.setdefault(id(d), place)
+
+    def _merged(self) -> list[Diagnostic]:
+        """Each distinct problem once: same severity, code, file, position and message are one diagnostic,
+        whose message lists every place it affects."""
+        groups: dict[tuple, tuple[Diagnostic, list[tuple[str, str]]]] = {}
+        for d in self.diagnostics:
+            key = (d.severity, d.code, d.source.path if d.source else None, d.span, d.message)
+            first, places = groups.setdefault(key, (d, []))
+            place = self.places.get(id(d))
+            if place is not None and place not in places:
+                places.append(place)
+        out = []
+        for d, places in groups.values():
+            if "{places}" in d.message:
+                d = attrs.evolve(d, message=d.message.replace("{places}", _places_text(places) if places else ""))
+            elif places:
+                d = attrs.evolve(d, message=f"{d.message} ({_places_text(places)})")
+            out.append(d)
+        return sorted(out, key=_diag_order)
 
     # ------------------------------------------------------------------ entry
     def run(self) -> CheckedSpec:
@@ -167,8 +188,13 @@ class _Checker:
         consts = dict(params)
         for let in stmts(n.Let):
             consts[let.name] = self._const(let.value, consts, let)
-        data_root, reason = self._data_root(stmts(n.DataRoot))
-        datasets = {ds.name: self._dataset(ds, consts, data_root) for ds in stmts(n.Dataset)}
+        roots = self._search_path(stmts(n.DataRoot))
+        datasets = {ds.name: self._dataset(ds, consts, roots) for ds in stmts(n.Dataset)}
+        used = list(self.used_roots.values())
+        first = used[0] if used else next((r for r in roots if r.path.is_dir()), None)
+        data_root = first.path if first else None
+        reason = (first.rule if first else "none found") + (
+            f"; files also from {', '.join(str(r.path) for r in used[1:])}" if len(used) > 1 else "")
         templates, template_sources = self._templates(stmts(n.Template))
         tasks = {}
         for t in stmts(n.Task):
@@ -195,16 +221,17 @@ class _Checker:
         models, default_model = self._models(stmts(n.Model), consts)
         run_settings = self._run_settings(stmts(n.RunSettings), consts)
 
-        errors = [d for d in self.diagnostics if d.severity == "error"]
-        if errors:
-            raise SpecCheckError(sorted(self.diagnostics, key=_diag_order))
+        self._check_requires(self._body_cache)
+        diagnostics = self._merged()
+        if any(d.severity == "error" for d in diagnostics):
+            raise SpecCheckError(diagnostics)
         return CheckedSpec(
             source=self.source, spec=spec, study=study, params=params, consts=consts, data_root=data_root,
-            data_root_reason=reason, datasets=datasets, templates=templates, template_sources=template_sources,
+            data_root_reason=reason, data_roots=roots, data_paths=dict(self.data_paths), datasets=datasets, templates=templates, template_sources=template_sources,
             tasks=tasks, metrics=metrics, bootstrap=bootstrap, task_units=task_units, comparisons=comparisons,
             report_by=report_by,
             models=models, default_model=default_model, run_settings=run_settings, imports=self.imports,
-            warnings=sorted(self.diagnostics, key=_diag_order), environment=self.env,
+            warnings=diagnostics, environment=self.env,
             spec_sha256=hashlib.sha256(self.source.text.encode("utf-8")).hexdigest())
 
     def _src(self, node: Any) -> Source:
@@ -234,6 +261,7 @@ class _Checker:
                         self.error(f"imported file '{_short(stmt.path)}' {exc.reason}", stmt, exc.hint,
                                    source=source, code="E112")
                     continue
+                self.import_sites.setdefault(str(path), (stmt, source))
                 self.imports[str(path)] = hashlib.sha256(sub_source.text.encode("utf-8")).hexdigest()
                 try:
                     sub = parse(sub_source)
@@ -251,6 +279,51 @@ class _Checker:
             self.sources.setdefault(id(stmt), source)
             body.append(stmt)
         return body
+
+    REQUIRE_KINDS = {"param": n.Param, "let": n.Let, "task": n.Task, "dataset": n.Dataset, "template": n.Template}
+
+    def _check_requires(self, body: list[Any]) -> None:
+        """A library's ``requires`` line against what the whole spec defines.  A missing name is one error at the
+        import line, naming what is missing; the errors it causes inside the library are folded into it."""
+        defined = {(kind, s.name) for s in body for kind, cls in self.REQUIRE_KINDS.items() if isinstance(s, cls)}
+        claimed = {item for s in body if isinstance(s, n.Requires) for item in s.items}  # needed by a library
+        for req in (s for s in body if isinstance(s, n.Requires)):
+            lib = self._src(req)
+            missing = [(k, name) for k, name in req.items if (k, name) not in defined]
+            if not missing:
+                continue
+            site = self.import_sites.get(lib.path)
+            # checked on its own (no import site), every error of the library may follow from the contract
+            folded = [d for d in self.diagnostics if d.severity == "error" and d.source is not None
+                      and d.source.path == lib.path
+                      and (site is None or any(f"'{name}'" in d.message for _, name in missing))]
+            for d in folded:
+                self.diagnostics.remove(d)
+            for kind, name in missing:
+                others = sorted(nm for k, nm in defined if k == kind and (k, nm) not in claimed)
+                guess = difflib.get_close_matches(name, others, n=1, cutoff=0.5)
+                example = _REQUIRE_EXAMPLE[kind].format(name=name)
+                if guess:
+                    hint = f"the spec has {kind} '{guess[0]}': rename it to '{name}'"
+                elif len(others) == 1:
+                    hint = f"the spec has {kind} '{others[0]}': rename it to '{name}', or define {example}"
+                elif others and len(others) <= 5:
+                    listed = ", ".join(f"'{o}'" for o in others)
+                    hint = f"the spec's {kind}s: {listed}; rename one to '{name}' or define it: {example}"
+                else:
+                    hint = f"define it, e.g. {example}"
+                hint += f" (the library's contract is stated at the top of {lib.display_path})"
+                note = ""
+                if folded:
+                    note = f" ({len(folded)} error(s) it causes inside {lib.display_path} are not shown)"
+                    folded = []
+                if site is None:
+                    self.error(f"{lib.display_path} is a library: it requires {kind} '{name}' from the spec "
+                               f"importing it; check that spec instead{note}", req, hint, lib, code="E197")
+                else:
+                    stmt, importer = site
+                    self.error(f"{lib.display_path} requires {kind} '{name}', which {importer.display_path} "
+                               f"does not define{note}", stmt, hint, importer, code="E197")
 
     def _check_version(self, spec: n.Spec) -> None:
         versions = spec.of(n.Version)
@@ -317,35 +390,23 @@ class _Checker:
         return values
 
     # ------------------------------------------------------------------ data
-    def _data_root(self, stmts: list[n.DataRoot]) -> tuple[Path | None, str]:
-        if self.cli_data_root:
-            return Path(self.cli_data_root), "--data"
-        env = os.environ.get("MORALEVAL_DATA")
-        if env:
-            return Path(env), "MORALEVAL_DATA"
-        for extra in stmts[1:]:
-            self.error("the data root is set twice", extra, "keep one 'data' line", self._src(extra), code="E130")
-        if stmts:
-            d = stmts[0]
-            if d.path == BUILTIN_SAMPLE:
-                return sample_data_dir(), "the spec's data line (the sample shipped with moraleval)"
-            root = Path(self._src(d).path).parent / d.path
-            if not root.is_dir():
-                self.error(f"data root '{d.path}' does not exist (looked for {root})", d,
-                           "give --data DIR or set MORALEVAL_DATA", self._src(d), code="E130")
-            return root, "the spec's data line"
-        candidates = [
-            (user_data_dir(), "the user data directory (moraleval data fetch)"),
-            ((Path.cwd() / SHARED_DATA).resolve(), "../shared/data (development)"),
-            ((Path(self.source.path).resolve().parent.parent / SHARED_DATA).resolve(),
-             "../shared/data next to the checkout"),
-        ]
-        for root, reason in candidates:
-            if root.is_dir() and any(root.iterdir()):
-                return root, reason
-        return None, "none found"
+    def _search_path(self, stmts: list[n.DataRoot]) -> list[DataRoot]:
+        """The data roots in lookup order (see moraleval.datapath): --data, the spec's data lines,
+        $MORALEVAL_DATA, the user data directory."""
+        lines = []
+        for d in stmts:
+            src = self._src(d)
+            where = f"{src.display_path}:{d.span.line}" if d.span else src.display_path
+            lines.append((d.path, Path(src.path).parent, where))
+        roots = search_path(self.cli_data_roots, lines)
+        for d, root in zip(stmts, roots[len(self.cli_data_roots):]):
+            if d.path != BUILTIN_SAMPLE and not root.path.is_dir():
+                self.warn(f"data root '{d.path}' does not exist (looked for {root.path}); it is skipped", d,
+                          "create it, fix the path (relative to this file), or drop the line", self._src(d),
+                          code="W133")
+        return roots
 
-    def _dataset(self, ds: n.Dataset, consts: dict[str, Any], root: Path | None) -> DatasetResult:
+    def _dataset(self, ds: n.Dataset, consts: dict[str, Any], roots: list[DataRoot]) -> DatasetResult:
         src = self._src(ds)
         self.current = src
         declared: dict[str, n.FileDecl] = {}
@@ -362,53 +423,58 @@ class _Checker:
                 self.error("sample size must be at least 1", sample, source=src, code="E132")
         fetch_hint = (f"run 'moraleval data fetch {ds.name}' (downloads the pinned files from "
                       f"{origin.location}{' at ' + origin.commit[:12] if origin and origin.commit else ''}) "
-                      f"or put the file under the data root"
-                      if origin else "put the file under the data root (--data DIR or MORALEVAL_DATA)")
+                      f"or put the files under one of the data roots (e.g. --data DIR)"
+                      if origin else "put the files under one of the data roots (e.g. --data DIR)")
         files_read: dict[str, str] = {}
         cache: dict[str, Any] = {}
+        missing: dict[int, tuple[Any, list[str]]] = {}  # id(statement) -> (statement, absent files)
+
+        def pinned(rel: str) -> str | None:
+            decl = declared.get(rel)
+            return decl.sha256 if decl is not None and re.fullmatch(r"[0-9a-f]{64}", decl.sha256) else None
 
         def load(rel: str, fmt: str, node: Any, optional: bool):
             if rel in cache:
                 return [dict(r) for r in cache[rel]] if cache[rel] is not None else None
             cache[rel] = None
-            if root is None:
-                self._missing(rel, node, src, fetch_hint, optional, "no data root was found")
-                return None
+            decl = declared.get(rel)
             try:
-                path = resolve_data_path(root, rel)
+                found = locate(roots, rel, pinned(rel))
             except UnsafePath as exc:
                 self.error(exc.message, node, exc.hint, src, code="E133")
                 return None
-            decl = declared.get(rel)
-            problem = safeio.probe(path)
-            if problem is not None and problem.missing:
-                self._missing(rel, node, src, fetch_hint, optional, f"not found under {root}")
-                return None
-            if problem is not None:
-                self.error(f"data file '{_short(rel)}' {problem.reason} ({_short(str(path))})", node, problem.hint,
+            if found.path is None and not found.mismatched and found.problems:
+                bad, problem = found.problems[0]
+                self.error(f"data file '{_short(rel)}' {problem.reason} ({_short(str(bad))})", node, problem.hint,
                            src, code="E136")
                 return None
-            actual = sha256_file(path)
-            if decl is None:
-                self.error(f"data file '{rel}' has no pinned sha256", node,
-                           f"add to dataset '{ds.name}': file \"{rel}\" sha256 \"{actual}\" "
-                           f"(after checking the file is the one you mean)", src, code="E134")
-                return None
-            if actual != decl.sha256 and re.fullmatch(r"[0-9a-f]{64}", decl.sha256):
+            if found.path is None and found.mismatched:
+                root, path, actual = found.mismatched[0]
                 restore = (f"moraleval data fetch {ds.name} --only {rel}" if origin and decl.upstream
-                           else "copy the original file into the data root")
+                           else "copy the original file into a data root")
                 self.error(f"data file '{rel}' does not match its pinned sha256 (file {path}; expected "
                            f"{decl.sha256}, actual {actual})", decl,
                            f"the file was altered or is another version: restore the original ({restore}); "
                            f"if the change is intended, pin the new hash: sha256 \"{actual}\"",
                            src, code="E135")
                 return None
+            if found.path is None:
+                if not optional:
+                    missing.setdefault(id(node), (node, []))[1].append(rel)
+                return None
+            if decl is None:
+                self.error(f"data file '{rel}' has no pinned sha256", node,
+                           f"add to dataset '{ds.name}': file \"{rel}\" sha256 \"{found.sha256}\" "
+                           f"(after checking the file is the one you mean)", src, code="E134")
+                return None
             try:
-                rows = read_table(path, fmt)
+                rows = read_table(found.path, fmt)
             except DataError as exc:
                 self.error(exc.message, node, exc.hint, src, code="E136")
                 return None
-            files_read[rel] = actual
+            files_read[rel] = found.sha256
+            self.data_paths[rel] = found.path
+            self.used_roots.setdefault(found.root.path, found.root)
             cache[rel] = rows
             return [dict(r) for r in rows]
 
@@ -429,37 +495,101 @@ class _Checker:
 
         result = run_pipeline(ds, consts, load, on_error=on_error)
         result.files_read = files_read
-        if self.mode == "check" and root != sample_data_dir():
-            absent = []
-            for rel, decl in declared.items():
-                if rel in files_read or rel in cache or decl.upstream is None:
-                    continue  # read (or reported) above; files with no upstream are local
-                try:
-                    path = resolve_data_path(root, rel) if root else None
-                except UnsafePath as exc:
-                    self.error(exc.message, decl, exc.hint, src, code="E133")
-                    continue
-                if path is None or not path.is_file():
-                    absent.append(decl)
-            if absent:
-                self.warn(f"{len(absent)} declared data file(s) of dataset '{ds.name}' not selected here are "
-                          f"absent{' from ' + str(root) if root else ''}: " + ", ".join(d.path for d in absent),
-                          absent[0], fetch_hint, src, code="W132")
+        for node, rels in missing.values():
+            self._missing(ds, rels, node, src, fetch_hint, roots, declared)
+        if not result.columns_known and missing:
+            self._stand_in_columns(ds, consts, result, declared, roots, cache, missing, src)
         if not result.columns_known:
             result.columns = []  # unknown: checks that need the columns are skipped (the cause is reported)
         for sample in (s for s in ds.body if isinstance(s, n.Sample)):
             self._check_sample(sample, result, src)
-        if not result.rows and files_read and result.columns_known:
+        if not result.rows and files_read and result.columns_known and not missing:
             self.warn(f"dataset '{ds.name}' has no rows left after its filters", ds, source=src, code="W131")
         return result
 
-    def _missing(self, rel, node, src, hint, optional, why) -> None:
-        if optional:
-            return
-        if self.mode == "check":
-            self.warn(f"data file '{rel}' is missing ({why})", node, hint, src, code="W130")
+    def _stand_in_columns(self, ds, consts, result, declared, roots, cache, missing, src) -> None:
+        """Some selected files are absent: learn the dataset's columns anyway, so templates and metrics are still
+        checked.  Each absent file of a ``read`` is stood in for by a file of the same format the dataset
+        declares and that can be read: one read here, else a pinned copy in a data root, else the sample
+        shipped with moraleval.  The stand-in rows give columns only (their errors are not reported)."""
+        read_fmt = {}
+        for stmt in ds.body:
+            if isinstance(stmt, n.Read):
+                read_fmt[id(stmt)] = stmt.format
+        absent = {rel for node, rels in missing.values() for rel in rels}
+        fallback_roots = roots + [DataRoot(sample_data_dir(), "the sample shipped with moraleval")]
+        stand_ins: dict[str, Any] = {}
+
+        def stand_in(fmt: str):
+            if fmt in stand_ins:
+                return stand_ins[fmt]
+            stand_ins[fmt] = None
+            ext = "." + fmt
+            ordered = [r for r in declared if r.endswith(ext) and r not in absent]
+            ordered.sort(key=lambda r: (cache.get(r) is None, r))
+            for rel in ordered:
+                if cache.get(rel) is not None:
+                    stand_ins[fmt] = (rel, cache[rel])
+                    break
+                decl = declared[rel]
+                try:
+                    found = locate(fallback_roots, rel, decl.sha256)
+                except UnsafePath:
+                    continue
+                if found.path is None:
+                    continue
+                try:
+                    stand_ins[fmt] = (rel, read_table(found.path, fmt))
+                except DataError:
+                    continue
+                break
+            return stand_ins[fmt]
+
+        used: list[str] = []
+
+        def load(rel, fmt, node, optional):
+            if cache.get(rel) is not None:
+                return [dict(r) for r in cache[rel]]
+            if rel in absent and isinstance(node, n.Read):
+                got = stand_in(fmt)
+                if got is not None:
+                    if got[0] not in used:
+                        used.append(got[0])
+                    return [dict(r) for r in got[1]]
+            return None
+
+        proxy = run_pipeline(ds, consts, load, on_error=lambda exc: None)
+        what = "template variables and metric columns on dataset"
+        if proxy.columns_known:
+            result.columns = proxy.columns
+            result.columns_known = True
+            result.stand_in_rows = proxy.rows
+            if self.mode == "check" and any(u not in result.files_read for u in used):
+                self.warn(f"dataset '{ds.name}': some selected files are absent, so {what} '{ds.name}' are checked "
+                          f"against the columns of {', '.join(used)}", ds,
+                          "the absent files are assumed to have the same columns", src, code="W134")
+        elif self.mode == "check":  # (plan and run stop at the absent files anyway)
+            files = ", ".join(sorted(absent)) or "a file"
+            self.warn(f"{what} '{ds.name}' are NOT checked: its columns are unknown ({files} absent, and no "
+                      f"other file of the same format the dataset declares can be read)", ds,
+                      "fetch or add the data, then check again", src, code="W135")
+
+    def _missing(self, ds, rels, node, src, hint, roots, declared) -> None:
+        """One diagnostic for the absent files of one statement: every root tried and why, near names."""
+        if len(rels) == 1:
+            what = f"data file '{rels[0]}' is missing"
         else:
-            self.error(f"data file '{rel}' is missing ({why})", node, hint, src, code="E138")
+            what = f"{len(rels)} data files are missing: " + ", ".join(rels)
+        message = f"{what}; looked in:\n" + describe_roots(roots)
+        near = []
+        for rel in rels:
+            near += [c for c in near_names(roots, rel, declared) if c not in near and c not in rels]
+        if near:
+            hint = "did you mean " + " or ".join(f"'{c}'" for c in near[:3]) + "? otherwise " + hint
+        if self.mode == "check":
+            self.warn(message, node, hint, src, code="W130")
+        else:
+            self.error(message, node, hint, src, code="E138")
 
     def _check_sample(self, sample: n.Sample, result: DatasetResult, src: Source) -> None:
         for c in sample.per:
@@ -518,7 +648,8 @@ class _Checker:
         ds = datasets[t.dataset]
         fmt = t.format or "chat"
         if fmt not in FORMATS:
-            self.error(f"unknown format '{fmt}'", t, "use 'format chat' or 'format text'", src, code="E151")
+            self.error(f"unknown format '{fmt}'", t, "use 'format chat', 'format text' or 'format raw'", src,
+                       code="E151")
         by_name = {c.name: c for c in t.conditions}
         if not t.conditions:
             self.error(f"task '{t.name}' has no conditions", t, "add at least: condition Q { human ... }", src,
@@ -575,13 +706,13 @@ class _Checker:
 
     def _check_condition(self, c: ResolvedCondition, ds: DatasetResult, templates, consts, src, fmt) -> None:
         known = set(ds.columns) | set(consts) | set(c.lets)
-        first_row = ds.rows[0] if ds.rows else None
+        first_row = ds.rows[0] if ds.rows else (ds.stand_in_rows[0] if ds.stand_in_rows else None)
         names_seen: set[str] = set()
         for turn in c.turns:
             info = self._turn_template(turn, templates, None)
             if turn.generate is not None:
                 g = turn.generate
-                if turn.role != "assistant":
+                if turn.role != "assistant" and fmt != "raw":  # raw: roles are only labels, nothing is rendered
                     self.error("only an assistant turn can be continued by 'then generate'", g, source=src,
                                code="E157")
                 if g.max_tokens < 1:
@@ -613,16 +744,18 @@ class _Checker:
                 if var in names_seen:
                     self.error(f"template uses '{var}', the text of a generate step", None,
                                "generated text is appended to its own assistant turn automatically; "
-                               "later turns see it as part of the dialogue", tsrc, code="E145", span=span)
+                               "later turns see it as part of the dialogue", tsrc, code="E145", span=span,
+                               place=("condition", c.name))
                     continue
                 hint = did_you_mean(var, known)
                 if ds.columns or consts or c.lets:
                     hint = hint or ("available: " + ", ".join(sorted(known)[:25]))
                 if not ds.columns:
                     continue  # the data is absent or unreadable (already reported); columns are unknown
-                self.error(f"unknown variable '{var}' in template "
-                           f"{'of condition ' + repr(c.name) if name == 'inline' else repr(name)} "
-                           f"(task '{c.task}', dataset '{ds.name}')", None, hint, tsrc, code="E143", span=span)
+                where = f"the {turn.role} turn" if name == "inline" else f"template '{name}'"
+                self.error(f"unknown variable '{var}' in {where} (dataset '{ds.name}'; {{places}} of task "
+                           f"'{c.task}')", None,
+                           hint, tsrc, code="E143", span=span, place=("condition", c.name))
             if first_row is not None:
                 env = {**consts, **first_row, **c.lets}
                 try:
@@ -632,11 +765,11 @@ class _Checker:
                         continue  # an unknown top-level name: reported above
                     self.error(f"template fails on the first row of dataset '{ds.name}': {exc}", None,
                                "check the attribute and key names against the data", tsrc, code="E144",
-                               span=tspan)
+                               span=tspan, place=("condition", c.name))
                 except jinja2.TemplateError as exc:
                     self.error(f"template fails on the first row of dataset '{ds.name}': {exc}", None, None,
                                tsrc, code="E144", span=_template_line_span(tspan, getattr(exc, "lineno", 1) or 1,
-                                                                           ttext))
+                                                                           ttext), place=("condition", c.name))
         choose = c.choose
         if choose.method != "logprob":
             self.error(f"unknown scoring '{choose.method}'", choose, "use: by logprob", src, code="E160")
@@ -818,7 +951,7 @@ class _Checker:
                         if c not in conds:
                             self.error(f"compare: task '{m.task}' has no condition '{c}'", cmp,
                                        did_you_mean(c, conds) or "conditions: " + ", ".join(sorted(conds)), src,
-                                       code="E187")
+                                       code="E187", place=("metric", name))
                     if a == b:
                         self.error(f"compare: '{a} vs {b}' compares a condition with itself", cmp, source=src,
                                    code="E195")
@@ -911,10 +1044,12 @@ class _MetricContext:
         self.c, self.m, self.src, self.ds = checker, metric, src, ds
         self.chooses, self.consts, self.metrics = chooses, consts, metrics
         self.ok = True
+        self.formula: n.Metric | None = None  # the metric whose text is being inlined (for the file name)
 
     def fail(self, message: str, node: Any, hint: str | None = None, code: str = "E173") -> None:
         self.ok = False
-        self.c.error(message, node, hint, self.src, code=code)
+        src = self.c.sources.get(id(self.formula), self.src) if self.formula is not None else self.src
+        self.c.error(message, node, hint, src, code=code, place=("metric", self.m.name))
 
     def inline(self, e: n.Expr, bound: dict[str, n.Expr], stack: list[str]) -> n.Expr | None:
         result = self._inline(e, bound, stack)
@@ -937,9 +1072,8 @@ class _MetricContext:
             known = list(self.ds.columns) + list(self.chooses) + list(self.metrics) + list(self.consts)
             if not self.ds.columns:
                 return e  # columns unknown (data absent, already reported)
-            self.fail(f"unknown name '{e.name}' in metric '{self.m.name}'", e,
-                      did_you_mean(e.name, known) or f"columns of dataset '{self.ds.name}' and choices "
-                      f"({', '.join(sorted(self.chooses))}) can be used")
+            self.fail(f"unknown name '{e.name}' {{places}} (dataset '{self.ds.name}')", e, _nearest_hint(
+                e.name, known, f"columns of dataset '{self.ds.name}'", self.ds.columns, self.chooses))
             return e
         if isinstance(e, n.Call):
             if e.func in self.metrics and self.metrics[e.func].params:
@@ -953,7 +1087,7 @@ class _MetricContext:
                 return self._ref(target, args, stack, e)
             known = AGGREGATES.keys() | ITEM_FUNCTIONS.keys() | SCALAR_FUNCTIONS.keys()
             if e.func not in known:
-                self.fail(f"unknown function '{e.func}' in metric '{self.m.name}'", e,
+                self.fail(f"unknown function '{e.func}' {{places}}", e,
                           did_you_mean(e.func, list(known) + [k for k, v in self.metrics.items() if v.params])
                           or "functions: " + ", ".join(sorted(known)))
                 return e
@@ -1000,7 +1134,11 @@ class _MetricContext:
             self.fail(f"metrics refer to each other in a cycle: {' -> '.join(stack + [target.name])}", at,
                       code="E174")
             return at
-        return self._inline(target.value, args, stack + [target.name])
+        outer, self.formula = self.formula, target
+        try:
+            return self._inline(target.value, args, stack + [target.name])
+        finally:
+            self.formula = outer
 
     def level(self, e: n.Expr, inside_aggregate: bool = False) -> str | None:
         """'const', 'item' or 'scalar'; reports mixing (an item value next to a number) once."""
@@ -1043,6 +1181,21 @@ class _MetricContext:
         if "item" in levels:
             return "item"
         return "scalar" if "scalar" in levels else "const"
+
+
+def _nearest_hint(name: str, known: Iterable[str], what: str, columns: Iterable[str],
+                  chooses: Iterable[str]) -> str:
+    """did-you-mean from every known name, then the columns nearest in spelling (never a bare list of 50)."""
+    guess = did_you_mean(name, known)
+    if guess:
+        return guess
+    cols = [c for c in columns if c not in (ROW_ID, VARIANT)]
+    near = difflib.get_close_matches(name, cols, n=8, cutoff=0.0)
+    listed = ", ".join(near) + (f" (and {len(cols) - len(near)} more)" if len(cols) > len(near) else "")
+    text = f"{what}, nearest first: {listed}" if cols else f"{what}: none known"
+    if chooses:
+        text += "; choices: " + ", ".join(sorted(chooses))
+    return text
 
 
 def _is_expr(x: Any) -> bool:
@@ -1117,6 +1270,23 @@ def _find_in_template(text: str, var: str, text_span: Span | None) -> Span | Non
     return Span(line, column, line, column + len(var))
 
 
+_REQUIRE_EXAMPLE = {"param": "param {name} = ...", "let": "let {name} = ...", "task": "task {name} on DATASET {{ ... }}",
+                    "dataset": "dataset {name} {{ ... }}", "template": 'template {name} = "..."'}
+
+
+def _places_text(places: list[tuple[str, str]]) -> str:
+    """[("condition", "Q"), ("condition", "Q_IF")] -> "in conditions 'Q' and 'Q_IF'"."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in places:
+        by_kind.setdefault(kind, []).append(name)
+    parts = []
+    for kind, names in by_kind.items():
+        quoted = [f"'{x}'" for x in names]
+        listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+        parts.append(f"{kind}{'s' if len(names) > 1 else ''} {listed}")
+    return "in " + "; ".join(parts)
+
+
 def _diag_order(d: Diagnostic) -> tuple:
     return (d.source.path if d.source else "", d.span.line if d.span else 0, d.span.column if d.span else 0)
 
@@ -1161,7 +1331,8 @@ def coerce_override(text: str, default: Any) -> Any:
     return text
 
 
-def check(path: str | Path | Source, *, overrides: dict[str, str] | None = None, data_root: str | None = None,
+def check(path: str | Path | Source, *, overrides: dict[str, str] | None = None,
+          data_root: str | Path | list[str] | None = None,
           mode: str = "check") -> CheckedSpec:
     """Parse and check a spec file; raise SpecCheckError with every problem, or return the checked spec."""
     source = path if isinstance(path, Source) else _read_source(path)

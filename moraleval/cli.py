@@ -27,14 +27,16 @@ moraleval measures social bias and moral self-correction in language models from
   moraleval data fetch bbq                 download a dataset's pinned files and verify their hashes
   moraleval models import                  import the embedded default model (SmolLM2-135M-Instruct) once
 
-Data files are looked up under --data, then $MORALEVAL_DATA, then the spec's `data` line, then the user data
-directory (where `data fetch` puts them), then ../shared/data.
+Data files are looked up in every data root, in this order: --data (repeatable; --data builtin:sample is the
+shipped sample), the spec's `data` lines, $MORALEVAL_DATA (a path list), the user data directory (where
+`data fetch` puts them).  A file is taken from the first root holding a copy that matches its pinned sha256.
 """
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="DIR", help="data root (default: $MORALEVAL_DATA, the spec's data line, "
-                                                 "the user data directory, ../shared/data)")
+    p.add_argument("--data", metavar="DIR", action="append", default=None,
+                   help="a data root searched first (repeatable; 'builtin:sample' is the sample shipped with "
+                        "moraleval); then the spec's data lines, $MORALEVAL_DATA, the user data directory")
     p.add_argument("--set", dest="overrides", metavar="NAME=VALUE", action="append", default=[],
                    help="override a spec parameter, e.g. --set categories=Age,Religion (repeatable)")
 
@@ -51,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A declared data file that is absent is a warning here (with how to fetch it).")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     _common(p)
-    p.add_argument("--json", action="store_true", help="print diagnostics as JSON")
+    p.add_argument("--format", dest="output_format", choices=("text", "json"), default="text",
+                   help="json: diagnostics as JSON on stdout (file, line, column, end_line, end_column, severity, "
+                        "code, message, hint), for editors and CI")
+    p.add_argument("--json", action="store_true", help="same as --format json")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("plan", help="compile a spec into its evaluation plan and summarise it",
@@ -80,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dest", help="data root to write into (default: the user data directory)")
     f.add_argument("--only", action="append", default=[], metavar="PATH",
                    help="fetch only these declared files (repeatable)")
+    f.add_argument("-v", "--verbose", action="store_true", help="on failure, one block per file")
     f.set_defaults(func=cmd_data_fetch)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -105,7 +111,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="which of the spec's models to run (default: the one marked default)")
     p.add_argument("--out", metavar="DIR", help="report directory (default: reports/<spec name>/)")
     p.add_argument("--cache", metavar="DIR", help="response cache directory (default: the user cache)")
-    p.add_argument("--limit", type=_count(0), metavar="N", help="run only the first N items (a quick look)")
+    p.add_argument("--limit", type=_count(0), metavar="N",
+                   help="a quick look: run N dataset rows of each task, spread evenly over its rows, each under "
+                        "every condition (comparisons stay paired); the rest is reported as not run (--limit)")
     p.add_argument("--batch-size", type=_count(1), default=None, metavar="N", help="requests per backend call")
     p.add_argument("--dry-run", action="store_true", help="say what would be computed and what is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -175,12 +183,11 @@ def cmd_check(args) -> int:
             reports.append((spec, [exc], False))
             continue
         reports.append((spec, checked.warnings, True))
-    if args.json:
+    if args.json or args.output_format == "json":
         out = []
         for spec, diags, ok in reports:
             out.append({"spec": spec, "ok": ok,
-                        "diagnostics": [d.as_dict() if hasattr(d, "as_dict") else {"severity": "error",
-                                                                                     "message": str(d)}
+                        "diagnostics": [d.as_dict() if hasattr(d, "as_dict") else _error_dict(d, spec)
                                         for d in diags]})
         print(json.dumps(out, indent=2))
         return worst
@@ -194,6 +201,12 @@ def cmd_check(args) -> int:
         print(f"{spec}: {status} ({n_err} error{'s' if n_err != 1 else ''}, "
               f"{n_warn} warning{'s' if n_warn != 1 else ''})")
     return worst
+
+
+def _error_dict(exc: MoralevalError, spec: str) -> dict:
+    """A non-spec error (e.g. the file cannot be read) in the shape of ``Diagnostic.as_dict``."""
+    return {"severity": "error", "code": "E000", "message": exc.message, "file": spec, "line": None,
+            "column": None, "end_line": None, "end_column": None, "hint": exc.hint}
 
 
 def load_plan(spec: str, data: str | None, overrides: list[str]):
@@ -395,9 +408,13 @@ def cmd_data_fetch(args) -> int:
                              hint="it declares no files" if not args.only else "--only matched no declared file")
     dest = Path(args.dest) if args.dest else default_data_root()
     print(f"fetching {len(files)} file(s) of dataset '{ds.name}' into {dest}")
+    from moraleval.datafetch import FetchError
+
     report = fetch_files(files, dest, raise_on_failure=False)
-    print(report.summary())
-    report.raise_for_failures()
+    if report.ok or args.verbose:
+        print(report.summary())
+    if not report.ok:
+        raise FetchError(report, verbose=args.verbose)
     print(f"done: use --data {dest} (or nothing: moraleval looks there by default)")
     return 0
 

@@ -11,7 +11,8 @@ Guarantees:
 * files already present with the right hash are not downloaded again;
 * 5xx answers, 408/429 and connection/timeout errors are retried (``retries`` times, exponential backoff);
   other HTTP errors (404, 403, ...) fail at once;
-* one file failing does not stop the others; the files fetched so far stay in place.
+* one file failing does not stop the others (except a host name that cannot be resolved: no network; the other
+  files from that host are not tried); the files fetched so far stay in place.
 
 ``fetch_files`` returns a ``FetchReport`` (fetched / already present / failed).  By default it then raises a
 ``FetchError`` (a ``DataError``; its ``report`` attribute holds the report) if any file failed; pass
@@ -138,6 +139,7 @@ class FetchFailure:
     status_code: int | None = None  # the HTTP status, when the server answered
     actual_sha256: str | None = None  # set for a hash mismatch
     attempts: int = 1
+    host_unresolved: str | None = None  # the origin's host name could not be resolved (no network?)
 
     @property
     def expected_sha256(self) -> str:
@@ -171,9 +173,25 @@ class FetchReport:
             f"{n_total} file(s) in {self.dest_root}: {len(self.fetched)} fetched, "
             f"{len(self.present)} already present, {len(self.failed)} failed"
         )
-        for f in self.failed:
-            text += "\n  " + f.describe().replace("\n", "\n  ")
+        for line in self.failure_lines(verbose=True):
+            text += "\n  " + line.replace("\n", "\n  ")
         return text
+
+    def failure_lines(self, verbose: bool = False) -> list[str]:
+        """One line per failed file (``verbose``), or failures with one cause (a host that cannot be resolved)
+        summarised in one line."""
+        if verbose:
+            return [f.describe() for f in self.failed]
+        lines, hosts = [], {}
+        for f in self.failed:
+            if f.host_unresolved:
+                hosts.setdefault(f.host_unresolved, []).append(f)
+            else:
+                lines.append(f.describe())
+        for host, fs in hosts.items():
+            lines.append(f"cannot resolve host {host}: {len(fs)} file(s) not fetched (no network or DNS?); "
+                         f"what to do: {fs[0].hint}")
+        return lines
 
     def raise_for_failures(self) -> None:
         if self.failed:
@@ -194,12 +212,12 @@ class FetchReport:
 class FetchError(DataError):
     """One or more files could not be fetched; ``report`` says which, why, and what was fetched anyway."""
 
-    def __init__(self, report: FetchReport) -> None:
+    def __init__(self, report: FetchReport, verbose: bool = True) -> None:
         self.report = report
         n = len(report.failed)
         lines = [f"could not fetch {n} of {n + len(report.fetched) + len(report.present)} data file(s) "
                  f"into {report.dest_root}:"]
-        lines += ["  " + f.describe().replace("\n", "\n  ") for f in report.failed]
+        lines += ["  " + line.replace("\n", "\n  ") for line in report.failure_lines(verbose)]
         done = len(report.fetched) + len(report.present)
         hint = (
             f"the {done} file(s) already in place are kept; rerun the same command to retry only the failed ones"
@@ -300,10 +318,15 @@ def fetch_files(
     if own_client:
         client = httpx.Client(timeout=timeout, follow_redirects=True,
                               headers={"User-Agent": "moraleval-data-fetch"})
+    unresolved: set[str] = set()
     try:
         for f in files:
             dest = root / f.path
+            host = urlsplit(f.url).hostname
             try:
+                if host in unresolved:
+                    raise _Fatal(dict(reason=f"not tried: host {host} could not be resolved", hint=_NO_NETWORK_HINT,
+                                      host_unresolved=host, attempts=0))
                 if not dest.resolve().is_relative_to(root_resolved):
                     raise _Fatal(dict(reason=f"{f.path} resolves outside the data root {root}",
                                       hint="remove the symbolic link that points outside the data root"))
@@ -322,6 +345,8 @@ def fetch_files(
                 emit(ProgressEvent("done", f, received=size, total=size))
             except _Fatal as exc:
                 failure = FetchFailure(file=f, **exc.kwargs)
+                if failure.host_unresolved:
+                    unresolved.add(failure.host_unresolved)
                 failed.append(failure)
                 emit(ProgressEvent("failed", f, message=failure.reason))
             except OSError as exc:
@@ -407,6 +432,12 @@ def _download_once(client: httpx.Client, f: FetchFile, dest: Path, emit: Progres
             except (httpx.TooManyRedirects, httpx.UnsupportedProtocol) as exc:
                 raise _Fatal(dict(reason=f"{type(exc).__name__} for {f.url}: {exc}",
                                   hint="check the URL declared for this file")) from exc
+            except httpx.ConnectError as exc:
+                if _name_not_resolved(exc):  # no network or no DNS: retrying will not help, nor will other files
+                    host = urlsplit(f.url).hostname or f.url
+                    raise _Fatal(dict(reason=f"cannot resolve host {host} ({exc})", hint=_NO_NETWORK_HINT,
+                                      host_unresolved=host)) from exc
+                raise _Retryable(f"{type(exc).__name__} while downloading {f.url}: {exc or 'no details'}") from exc
             except httpx.RequestError as exc:  # connect/read timeouts, refused, reset, truncated or bad body
                 raise _Retryable(f"{type(exc).__name__} while downloading {f.url}: {exc or 'no details'}") from exc
             out.flush()
@@ -426,6 +457,25 @@ def _download_once(client: httpx.Client, f: FetchFile, dest: Path, emit: Progres
         return size
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_NO_NETWORK_HINT = ("'moraleval data fetch' needs internet access to the dataset's origin; check the network "
+                    "connection, DNS and proxy settings (HTTPS_PROXY), then rerun (files already fetched are kept)")
+_DNS_TEXTS = ("name or service not known", "temporary failure in name resolution", "nodename nor servname",
+              "getaddrinfo failed", "no address associated with hostname", "name resolution")
+
+
+def _name_not_resolved(exc: BaseException) -> bool:
+    """A DNS failure (socket.gaierror somewhere in the chain, or its message) rather than a refused connection."""
+    import socket
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, socket.gaierror) or any(t in str(exc).lower() for t in _DNS_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _content_length(response: httpx.Response) -> int | None:

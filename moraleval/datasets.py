@@ -37,7 +37,8 @@ def resolve_data_path(root: Path, relative: str) -> Path:
     """``root / relative``, refusing anything that could leave the data root (``..``, absolute, symlinks out)."""
     if not relative or relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":"):
         raise UnsafePath(f"data path '{relative}' is absolute",
-                         hint="data paths are relative to the data root (--data / MORALEVAL_DATA)")
+                         hint="data paths are relative to the data roots (--data, the spec's data line, "
+                              "MORALEVAL_DATA)")
     parts = Path(relative).parts
     if any(p == ".." for p in parts):
         raise UnsafePath(f"data path '{relative}' leaves the data root ('..')",
@@ -132,6 +133,9 @@ class DatasetResult:
     # False when a file the dataset reads could not be loaded: its columns are then unknown, and checks that
     # need them (template variables, metric names) are skipped rather than reported as false errors
     columns_known: bool = True
+    # check only: rows of stand-in files (same format, declared by the dataset) for absent ones, so templates
+    # can still be rendered once; never planned or run
+    stand_in_rows: list[dict[str, Any]] | None = None
 
 
 class StatementError(Exception):

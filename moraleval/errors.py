@@ -63,6 +63,8 @@ class Diagnostic:
             "file": self.source.display_path if self.source else None,
             "line": self.span.line if self.span else None,
             "column": self.span.column if self.span else None,
+            "end_line": (self.span.end_line or self.span.line) if self.span else None,
+            "end_column": self.span.end_column if self.span else None,
             "hint": self.hint,
         }
 

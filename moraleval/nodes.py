@@ -155,6 +155,15 @@ class Let:
 
 
 @attrs.frozen
+class Requires:
+    """A library's contract: (kind, name) pairs - ("param", "per_cell"), ("task", "bbq_answer") - that the spec
+    importing it must define."""
+
+    items: tuple[tuple[str, str], ...] = _tuple()
+    span: Span | None = _span()
+
+
+@attrs.frozen
 class DataRoot:
     path: str  # relative to the spec's directory, or "builtin:sample"
     span: Span | None = _span()
@@ -367,7 +376,7 @@ class RunSettings:
 
 
 Stmt = Union[Version, Study, Import, Param, Let, DataRoot, Template, Dataset, Task, Metric, Bootstrap, Comparison,
-             Report, Model, RunSettings]
+             Report, Model, RunSettings, Requires]
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ ROLE_NAMES = {"human": "user", "assistant": "assistant", "system": "system"}
 # What a person would call each terminal, for "expected ..." messages.
 _TOKEN_NAMES = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LBRACE": "'{'", "RBRACE": "'}'",
-    "LPAR": "'('", "VALUES": "values", "BY": "by", "NORMALIZE": "normalize", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "EQUAL": "'='", "COMMA": "','",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "EQUAL": "'='", "COMMA": "','",
     "COLON": "':'", "DOT": "'.'", "FORMAT": "a file format (jsonl, csv, tsv)",
     "DIALOGUE": "chat or text", "ORIGIN_KIND": "github or url",
     "CMP_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'",
@@ -242,6 +242,24 @@ class _ToNodes(Transformer):
     def let(self, meta, c):
         return n.Let(str(c[0]), c[1], span=_span(meta))
 
+    def requires(self, meta, c):
+        return n.Requires(tuple(c), span=_span(meta))
+
+    def require_param(self, meta, c):
+        return ("param", str(c[0]))
+
+    def require_let(self, meta, c):
+        return ("let", str(c[0]))
+
+    def require_task(self, meta, c):
+        return ("task", str(c[0]))
+
+    def require_dataset(self, meta, c):
+        return ("dataset", str(c[0]))
+
+    def require_template(self, meta, c):
+        return ("template", str(c[0]))
+
     def data_root(self, meta, c):
         return n.DataRoot(unquote(c[0]), span=_span(meta))
 
@@ -453,8 +471,9 @@ def _describe(token: Token | None) -> str:
 
 
 def _expected(accepts: set[str]) -> str:
-    names = sorted({_TOKEN_NAMES.get(a, f"'{a.lower()}'" if a.isupper() else a) for a in accepts if a})
-    # anonymous keyword terminals are named like "METRIC"; show them as keywords
+    from moraleval.grammar_info import display
+
+    names = sorted({display(a, _TOKEN_NAMES) for a in accepts if a})
     if len(names) > 8:
         names = names[:8] + ["..."]
     return ", ".join(names)
@@ -487,7 +506,14 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: Source) -> Diagnostic:
         else:
             message = f"unexpected {_describe(tok)}"
         hint = f"expected {_expected(expected)}"
-        if "RBRACE" in expected and tok.type != "RBRACE":
+        from moraleval.grammar_info import statement_keywords, suggest
+
+        near = suggest(str(tok), expected) if _WORD.fullmatch(str(tok)) else None
+        if near is not None:
+            hint = f"did you mean '{near}'?"
+        elif "RBRACE" in expected and tok.type != "RBRACE" and (tok.type == "$END"
+                                                                or str(tok) in statement_keywords()):
+            # a statement that belongs at the top level, inside a block: most likely a '}' is missing
             opened = _open_brace(source.text, tok.start_pos if tok.start_pos is not None else len(source.text))
             where = f"the block opened at {opened[0]}:{opened[1]} is not closed" if opened else "is a '}' missing?"
             hint += f" ({where})"

@@ -51,7 +51,8 @@ class PlanTurn:
 class PlanRequest:
     """One unique dialogue to send: zero or more generate steps, then the listed choices are scored.
 
-    ``format`` "text" renders turns as the paper's ``\\n\\nHuman: …\\n\\nAssistant: …``; "chat" hands them to the
+    ``format`` "raw" concatenates the turns' texts exactly (no labels, no chat template); "text" renders turns as
+    the paper's ``\\n\\nHuman: …\\n\\nAssistant: …``; "chat" hands them to the
     backend as messages (rendered with the model's own chat template).
     """
 
@@ -107,11 +108,13 @@ class PlanRequest:
             texts.append((turn.role, text))
         if self.format == "chat":
             return Prompt(messages=tuple(Message(role, text) for role, text in texts))
+        if self.format == "raw":  # the exact model input: the turns' texts as written, nothing added
+            return Prompt(text="".join(text for _, text in texts))
         return Prompt(text=render_text_dialogue(texts))
 
     def generate_request(self, step_index: int, generated: dict[str, str]) -> GenerateRequest:
         turn_index, step = self.generate_steps[step_index]
-        stop = step.stop if step.stop or self.format == "chat" else ("\n\nHuman:",)
+        stop = step.stop if step.stop or self.format != "text" else ("\n\nHuman:",)
         return GenerateRequest(self.prompt(turn_index, generated), step.max_tokens, step.temperature, step.top_p,
                                step.seed, stop)
 

@@ -37,7 +37,7 @@ from moraleval.plan import Plan, PlanRequest
 from moraleval.results import RequestOutcome
 
 __all__ = ["LOGPROB_DECIMALS", "RunInterrupted", "RunOutcomes", "RunStats", "StageStats", "normalise_result",
-           "round_logprob", "run_plan", "select_requests"]
+           "limit_items", "round_logprob", "run_plan", "select_requests"]
 
 LOGPROB_DECIMALS = 6
 DEFAULT_BATCH_SIZE = 8
@@ -66,7 +66,7 @@ class RunStats:
     cache_path: str
     batch_size: int
     dry_run: bool
-    plan_requests: int  # requests selected (all, or those of the first ``limit`` items)
+    plan_requests: int  # requests selected (all, or those of the rows ``limit`` picks)
     items: int  # plan items they answer
     stages: list[StageStats] = attrs.field(factory=list)
     completed: int = 0  # plan requests with a full outcome
@@ -118,10 +118,13 @@ class RunOutcomes(dict):  # dict[str, RequestOutcome], in plan.requests order
     """What ``run_plan`` returns: ``{request key: RequestOutcome}`` plus ``.stats`` (a :class:`RunStats`)."""
 
     stats: RunStats
+    not_run: frozenset[str]  # request keys left out on purpose (--limit); measure says "not run (--limit)"
 
-    def __init__(self, outcomes: dict[str, RequestOutcome], stats: RunStats) -> None:
+    def __init__(self, outcomes: dict[str, RequestOutcome], stats: RunStats,
+                 not_run: frozenset[str] = frozenset()) -> None:
         super().__init__(outcomes)
         self.stats = stats
+        self.not_run = not_run
 
 
 # -- normalisation --------------------------------------------------------------------------------------------
@@ -159,15 +162,31 @@ def normalise_result(result: Result, request: ScoreRequest | GenerateRequest) ->
 
 # -- selection ------------------------------------------------------------------------------------------------
 
+def limit_items(plan: Plan, limit: int) -> list:
+    """``--limit N``: N dataset rows of each task, spread evenly over its rows (the k*R/N-th row for k = 0..N-1,
+    of R), each with every condition and counterfactual variant.  Comparisons stay paired (each row is answered
+    under every condition) and every part of the dataset (categories, context conditions) appears, where the
+    first N items in plan order would leave whole conditions empty.  Deterministic: the plan alone decides."""
+    if limit < 0:
+        raise ValueError("limit must be >= 0")
+    rows: dict[str, dict[int, None]] = {}
+    for it in plan.items:
+        rows.setdefault(it.task, {})[it.row] = None
+    keep: dict[str, set[int]] = {}
+    for task, ordered in rows.items():
+        ids = list(ordered)
+        n = min(limit, len(ids))
+        keep[task] = {ids[(k * len(ids)) // n] for k in range(n)} if n else set()
+    return [it for it in plan.items if it.row in keep[it.task]]
+
+
 def select_requests(plan: Plan, limit: int | None = None) -> tuple[list[PlanRequest], int]:
     """The requests to run, in plan order, and the number of items they answer.
 
-    ``limit=N``: only the requests of the first N items of ``plan.items`` (deterministic)."""
+    ``limit=N``: only the requests of the items ``limit_items`` picks (N rows per task, all conditions)."""
     if limit is None:
         return list(plan.requests), len(plan.items)
-    if limit < 0:
-        raise ValueError("limit must be >= 0")
-    items = plan.items[:limit]
+    items = limit_items(plan, limit)
     keys = {i.request for i in items}
     return [r for r in plan.requests if r.key in keys], len(items)
 
@@ -221,6 +240,8 @@ class _Run:
         identity = backend.identity()
         self.model = model_key(identity) if dry_run else cache.register_model(identity)
         self.requests, n_items = select_requests(plan, limit)
+        selected = {r.key for r in self.requests}
+        self.not_run = frozenset(r.key for r in plan.requests if r.key not in selected)
         self.stats = RunStats(self.model, str(cache.path), batch_size, dry_run, len(self.requests), n_items)
         self.progress = _Progress(progress and not dry_run and sys.stderr.isatty())
         self.generated: dict[str, dict[str, str]] = {r.key: {} for r in self.requests}
@@ -242,7 +263,7 @@ class _Run:
         outcomes = {r.key: RequestOutcome(r.key, dict(self.generated[r.key]), got[r.key])  # type: ignore[arg-type]
                     for r in self.requests if r.key in got}
         self.stats.completed = len(outcomes)
-        return RunOutcomes(outcomes, self.stats)
+        return RunOutcomes(outcomes, self.stats, self.not_run)
 
     def _interleave_size(self) -> int:
         """Requests per generate-then-score group, for a backend that reuses a generation's KV cache; else 0."""
@@ -365,7 +386,8 @@ _RESUME_HINT = "run the same command again to resume: stored results are reused,
 def run_plan(plan: Plan, backend: Any, *, cache: ResponseCache | str | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None, progress: bool = True,
              dry_run: bool = False) -> RunOutcomes:
-    """Answer every request of ``plan`` (or of its first ``limit`` items) with ``backend``, through ``cache``.
+    """Answer every request of ``plan`` (or, with ``limit``, those of N rows per task: see ``limit_items``)
+    with ``backend``, through ``cache``.
 
     ``cache``: a :class:`ResponseCache`, a cache directory, or None for the default one.  Returns
     ``{request key: RequestOutcome}`` in plan order, with ``.stats`` (cached vs computed counts, backend time vs

@@ -13,14 +13,21 @@ SPECS = REPO / "specs"
 
 
 def shared_data_root() -> Path | None:
-    """``<workspace>/shared/data`` next to the checkout, else ``$MORALEVAL_DATA``; None when neither has BBQ."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data"]
-    if os.environ.get("MORALEVAL_DATA"):
-        candidates.append(Path(os.environ["MORALEVAL_DATA"]))
+    """The data root the data-backed tests use, given explicitly: ``$MORALEVAL_DATA`` (CI sets it, see .ci/run),
+    else the user data directory (where ``moraleval data fetch`` writes), else this workspace's development copy
+    ``<workspace>/shared/data``; None when none has BBQ.  (The product never looks at ``../shared``.)"""
+    from moraleval.datapath import user_data_dir
+
+    candidates = [Path(p) for p in os.environ.get("MORALEVAL_DATA", "").split(os.pathsep) if p]
+    candidates += [user_data_dir(), Path(__file__).resolve().parents[2] / "shared" / "data"]
     for root in candidates:
         if (root / "bbq" / "Age.jsonl").is_file():
             return root
     return None
+
+
+SKIP_NO_DATA = ("the BBQ/Winogender/law data is not present: run 'moraleval data fetch bbq' (and winogender, law), "
+                "or set MORALEVAL_DATA to a folder holding them")
 
 
 # The tiny data root: four rows are enough for every checker path (read, join, derive, filter, sample).

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from _support import (  # noqa: E402,F401 - re-exported for fixtures below
-    BBQ_SIX, REPO, SPECS, TINY_ITEMS, TINY_ITEMS_SHA256, TINY_STATS, _tiny_items_bytes, shared_data_root,
+    BBQ_SIX, REPO, SKIP_NO_DATA, SPECS, TINY_ITEMS, TINY_ITEMS_SHA256, TINY_STATS, _tiny_items_bytes, shared_data_root,
 )
 TINY_STATS_SHA256 = hashlib.sha256(TINY_STATS.encode("utf-8")).hexdigest()
 
@@ -46,7 +46,7 @@ def tiny_data_session(tmp_path_factory) -> Path:
 def shared_data() -> Path:
     root = shared_data_root()
     if root is None:
-        pytest.skip("the shared BBQ/Winogender/law data is not present (set MORALEVAL_DATA)")
+        pytest.skip(SKIP_NO_DATA)
     return root
 
 

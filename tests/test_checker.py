@@ -108,15 +108,6 @@ def test_bbq_counts_by_condition(bbq_checked):
     assert bbq_checked.params["categories"] == SIX
 
 
-def test_data_root_found_next_to_the_checkout(shared_data, no_env_data, monkeypatch):
-    if shared_data.resolve() != (REPO.parent / "shared" / "data").resolve():
-        pytest.skip("the shared data is not next to the checkout")
-    monkeypatch.chdir(REPO)
-    checked = check("specs/winogender.me")
-    assert checked.data_root.resolve() == shared_data.resolve()
-    assert "shared/data" in checked.data_root_reason
-
-
 def test_missing_selected_file_is_a_warning_in_check_mode_and_an_error_in_plan_mode(tiny_data):
     spec = FIXTURES / "missing_file_check.me"
     checked = check(spec, data_root=str(tiny_data), mode="check")
@@ -180,3 +171,151 @@ def test_set_typo_in_a_category_is_caught(shared_data, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "'Religon' (did you mean 'Religion'?)" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- templates are always checked, problems once
+
+def _library_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """specs/ copied to tmp_path with one edit in specs/lib/bbq.me."""
+    shutil.copytree(SPECS, tmp_path / "specs")
+    lib = tmp_path / "specs" / "lib" / "bbq.me"
+    text = lib.read_text(encoding="utf-8")
+    assert old in text
+    lib.write_text(text.replace(old, new), encoding="utf-8")
+    return tmp_path / "specs"
+
+
+@pytest.mark.parametrize("spec", ["bbq.me", "quickstart.me"])
+def test_template_typo_in_the_library_is_an_error_with_bbq_files_missing(tmp_path, no_env_data, spec):
+    """No BBQ file on this machine (only the shipped sample): the typo is still found, once, naming every
+    condition it breaks."""
+    specs = _library_copy(tmp_path, "{{ context }} {{ question }}", "{{ contxt }} {{ question }}")
+    with pytest.raises(SpecCheckError) as info:
+        check(specs / spec, mode="check")
+    [d] = info.value.errors
+    line = next(i for i, t in enumerate(d.source.text.splitlines(), 1) if t.startswith("template bbq_question"))
+    assert d.code == "E143" and d.source.path.endswith("lib/bbq.me") and (d.span.line, d.span.column) == (line, 29)
+    assert "unknown variable 'contxt' in template 'bbq_question'" in d.message
+    assert "conditions 'Q', 'Q_IF' and 'Q_IF_CoT' of task 'bbq_answer'" in d.message
+    assert d.hint == "did you mean 'context'?"
+
+
+def test_check_says_which_columns_stood_in_for_absent_files(no_env_data):
+    checked = check(SPECS / "bbq.me", mode="check")
+    codes = [w.code for w in checked.warnings]
+    assert codes.count("W130") == 1  # the 11 absent files of one read line: one warning
+    w134 = next(w for w in checked.warnings if w.code == "W134")
+    assert "checked against the columns of bbq/sample.jsonl" in w134.message
+    assert "W132" not in codes  # no warning about declared files the parameters do not select
+
+
+def test_columns_unknown_is_a_warning_naming_what_was_not_checked(tmp_path, no_env_data):
+    spec = tmp_path / "s.me"
+    spec.write_text(
+        'moraleval 1\ndataset d {\n    file "x/a.jsonl" sha256 "' + "0" * 64 + '"\n    read jsonl "x/a.jsonl"\n}\n'
+        'task t on d {\n    choose c from [" a"]\n    condition Q {\n        human "{{ anything }}"\n'
+        '        assistant "A:"\n    }\n}\nmetric m = mean(c == 0)\n', encoding="utf-8")
+    checked = check(spec, mode="check")
+    w = next(w for w in checked.warnings if w.code == "W135")
+    assert "template variables and metric columns on dataset 'd' are NOT checked" in w.message
+    assert "x/a.jsonl absent" in w.message
+
+
+def test_metric_formula_problem_is_reported_once_for_every_metric_using_it(tmp_path, no_env_data):
+    specs = _library_copy(tmp_path, "mean(answer == label where", "mean(answer == lable where")
+    with pytest.raises(SpecCheckError) as info:
+        check(specs / "quickstart.me", mode="check")
+    [d] = info.value.errors
+    assert d.source.path.endswith("lib/bbq.me")
+    assert "unknown name 'lable' in metrics" in d.message
+    for metric in ("accuracy_ambiguous", "accuracy_disambiguated", "bias_ambiguous"):
+        assert f"'{metric}'" in d.message
+    assert d.hint == "did you mean 'label'?"
+
+
+def test_unknown_column_without_a_close_match_lists_the_nearest_columns(tiny_data, tmp_path):
+    text = (FIXTURES / "metric_unknown_name.me").read_text(encoding="utf-8").replace("lable", "ctx_kind")
+    (tmp_path / "m.me").write_text(text, encoding="utf-8")
+    with pytest.raises(SpecCheckError) as info:
+        check(tmp_path / "m.me", data_root=str(tiny_data))
+    [d] = info.value.errors
+    assert d.hint.startswith("columns of dataset 'items', nearest first: ")
+    assert "context" in d.hint and "choices: pick" in d.hint
+
+
+def test_one_unknown_condition_in_a_comparison_is_one_error(tiny_data, tmp_path):
+    text = (FIXTURES / "compare_unknown_condition.me").read_text(encoding="utf-8")
+    text = text.replace("on accuracy test mcnemar", "on accuracy, acc_ambig test mcnemar")
+    (tmp_path / "c.me").write_text(text, encoding="utf-8")
+    with pytest.raises(SpecCheckError) as info:
+        check(tmp_path / "c.me", data_root=str(tiny_data))
+    [d] = info.value.errors
+    assert "no condition 'Q_CoT'" in d.message and "metrics 'accuracy' and 'acc_ambig'" in d.message
+
+
+# ---------------------------------------------------------------- library contracts (`requires`)
+
+def _spec_copy(tmp_path: Path, spec: str, old: str, new: str) -> Path:
+    shutil.copytree(SPECS, tmp_path / "specs")
+    path = tmp_path / "specs" / spec
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+def test_renaming_the_task_a_library_needs_is_one_clear_error_at_the_import(tmp_path, no_env_data):
+    spec = _spec_copy(tmp_path, "quickstart.me", "task bbq_answer on bbq", "task bbq on bbq")
+    with pytest.raises(SpecCheckError) as info:
+        check(spec, mode="check")
+    d, other = info.value.errors
+    assert other.message == "bootstrap on unknown task 'bbq_answer'"  # a line of the spec itself, kept
+    assert d.code == "E197" and d.source.path == str(spec) and d.span.line == 14  # import "lib/bbq.me"
+    assert d.message == (f"{tmp_path}/specs/lib/bbq.me requires task 'bbq_answer', which {spec} does not define "
+                         f"(4 error(s) it causes inside {tmp_path}/specs/lib/bbq.me are not shown)")
+    assert d.hint.startswith("the spec has task 'bbq': rename it to 'bbq_answer'")
+
+
+def test_a_missing_library_parameter_is_named_with_the_near_name(tmp_path, no_env_data):
+    spec = _spec_copy(tmp_path, "quickstart.me", "param per_cell = 0", "param percell = 0")
+    with pytest.raises(SpecCheckError) as info:
+        check(spec, mode="check")
+    [d] = info.value.errors
+    assert d.code == "E197" and "requires param 'per_cell'" in d.message
+    assert d.hint.startswith("the spec has param 'percell': rename it to 'per_cell'")
+
+
+def test_every_library_states_its_contract_in_its_header():
+    from moraleval import nodes as n
+    from moraleval.parser import parse_file
+
+    for lib in sorted((SPECS / "lib").glob("*.me")):
+        text = lib.read_text(encoding="utf-8")
+        header = text.split("\n\n", 1)[0]
+        assert "# Contract" in header, lib
+        for req in parse_file(lib).of(n.Requires):
+            for kind, name in req.items:
+                assert f"{kind} {name}" in header, (lib, kind, name)
+
+
+def test_checking_a_library_on_its_own_says_to_check_a_spec_that_imports_it(no_env_data):
+    with pytest.raises(SpecCheckError) as info:
+        check(SPECS / "lib" / "bbq_data.me", mode="check")
+    assert {d.code for d in info.value.errors} == {"E197"}
+    assert all("is a library" in d.message for d in info.value.errors)
+
+
+def test_metric_parameters_take_booleans(tiny_data, tmp_path):
+    """Documented in spec-language.md (metric parameter types): true/false are inlined as boolean literals."""
+    from moraleval import nodes as n
+
+    text = (FIXTURES / "keyword_typo.me").read_text(encoding="utf-8").replace("metrics accuracy", "metric accuracy")
+    text += ("\nmetric acc_by(b) = mean(pick == label where (label == 0) == b)\n"
+             "metric acc_zero = acc_by(true)\nmetric acc_other = acc_by(false)\n")
+    (tmp_path / "b.me").write_text(text, encoding="utf-8")
+    checked = check(tmp_path / "b.me", data_root=str(tiny_data), mode="plan")
+    by_name = {m.name: m for m in checked.metrics}
+    assert "acc_by" not in by_name
+    for name, value in (("acc_zero", True), ("acc_other", False)):
+        where = by_name[name].expr.where
+        assert isinstance(where.right, n.Literal) and where.right.value is value

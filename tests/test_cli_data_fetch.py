@@ -56,3 +56,50 @@ def test_altered_upstream_file_is_refused(httpserver, monkeypatch, tmp_path, cap
 def test_unknown_dataset_suggests_names(tmp_path, capsys):
     assert main(["data", "fetch", "winogendr", "--spec", str(SPECS / "winogender.me")]) == 1
     assert "did you mean 'winogender'" in capsys.readouterr().err
+
+
+def _no_dns(monkeypatch):
+    """Every request fails as it does without network: the host name cannot be resolved."""
+    import socket
+
+    import httpx
+
+    import moraleval.datafetch as datafetch
+
+    calls = []
+
+    def handler(request):
+        calls.append(str(request.url))
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as exc:
+            raise httpx.ConnectError("[Errno -2] Name or service not known", request=request) from exc
+
+    real = httpx.Client
+
+    def client(**kwargs):
+        return real(transport=httpx.MockTransport(handler), **{k: v for k, v in kwargs.items() if k != "transport"})
+
+    monkeypatch.setattr(datafetch.httpx, "Client", client)
+    monkeypatch.setattr(datafetch.time, "sleep", lambda s: pytest.fail("a DNS failure must not be retried"))
+    return calls
+
+
+def test_fetch_without_network_fails_fast_with_one_summary(monkeypatch, tmp_path, capsys):
+    calls = _no_dns(monkeypatch)
+    code = main(["data", "fetch", "bbq", "--spec", str(SPECS / "bbq.me"), "--dest", str(tmp_path / "d")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert len(calls) == 1  # no retries, and the other 11 files of that host are not tried
+    assert "cannot resolve host raw.githubusercontent.com: 12 file(s) not fetched" in captured.err
+    assert captured.err.count("raw.githubusercontent.com") == 1 and "Traceback" not in captured.err
+    assert "needs internet access" in captured.err
+
+
+def test_fetch_verbose_lists_every_file(monkeypatch, tmp_path, capsys):
+    _no_dns(monkeypatch)
+    code = main(["data", "fetch", "bbq", "--spec", str(SPECS / "bbq.me"), "--dest", str(tmp_path / "d"), "-v"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.count("url: https://raw.githubusercontent.com/") == 12
+    assert "not tried: host raw.githubusercontent.com could not be resolved" in captured.err

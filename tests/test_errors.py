@@ -9,6 +9,7 @@ its path is shown as ``<data>`` in the golden files.  Regenerate after an intend
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -48,6 +49,9 @@ def run_case(case: str, data: Path, capsys, monkeypatch) -> tuple[int, str, int]
     spec = FIXTURES / f"{case}.me"
     args, expected_code = _directives(spec.read_text(encoding="utf-8"))
     monkeypatch.chdir(FIXTURES)
+    # a fixed search path: --data, then an (absent) user data directory, nothing from the environment
+    monkeypatch.delenv("MORALEVAL_DATA", raising=False)
+    monkeypatch.setenv("MORALEVAL_DATA_HOME", str(data.parent / "user-data"))
     command, *rest = args
     code, _, err = run_cli([command, spec.name, "--data", str(data), *rest], capsys)
     err = err.replace(str(data.resolve()), "<data>").replace(str(data), "<data>")
@@ -112,3 +116,42 @@ def test_parse_error_in_an_import_points_into_the_imported_file(tmp_path, tiny_d
     [d] = info.value.errors
     assert d.source.path.endswith("lib.me") and d.message == "the file ends in the middle of a statement"
     assert parse_text("moraleval 1\n").body  # the main file itself is fine
+
+
+JSON_KEYS = {"file", "line", "column", "end_line", "end_column", "severity", "code", "message", "hint"}
+_FIRST = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<column>\d+): (?P<severity>error|warning): (?P<message>.*)$",
+                    re.M)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_check_format_json(case, tiny_data, capsys, monkeypatch):
+    """`check --format json` on every broken spec: one object per spec, every diagnostic with position, end,
+    severity, code, message and hint; for the `check` cases, the same diagnostics as the text output."""
+    args, expected_code = _directives((FIXTURES / f"{case}.me").read_text(encoding="utf-8"))
+    monkeypatch.chdir(FIXTURES)
+    monkeypatch.delenv("MORALEVAL_DATA", raising=False)
+    monkeypatch.setenv("MORALEVAL_DATA_HOME", str(tiny_data.parent / "user-data"))
+    sets = [a for i, a in enumerate(args) if a == "--set" or (i and args[i - 1] == "--set")]
+    code = main(["check", f"{case}.me", "--data", str(tiny_data), "--format", "json", *sets])
+    out = capsys.readouterr().out
+    [report] = json.loads(out)
+    assert report["spec"] == f"{case}.me"
+    diags = report["diagnostics"]
+    for d in diags:
+        assert set(d) == JSON_KEYS, d
+        assert d["severity"] in ("error", "warning") and re.fullmatch(r"[EW]\d{3}", d["code"])
+        if d["line"] is not None:
+            assert d["column"] >= 1 and d["end_line"] >= d["line"]
+    assert report["ok"] == (code == 0) == (not any(d["severity"] == "error" for d in diags))
+    if args[0] == "check":
+        golden = (FIXTURES / f"{case}.err").read_text(encoding="utf-8")
+        text = [(m["file"], int(m["line"]), int(m["column"]), m["severity"], m["message"])
+                for m in _FIRST.finditer(golden)]
+        def placeholder(m: str) -> str:
+            m = m.replace(str(tiny_data.resolve()), "<data>").replace(str(tiny_data), "<data>")
+            return m.replace(str(tiny_data.parent.resolve()), "<tmp>").replace(str(tiny_data.parent), "<tmp>")
+
+        got = [(d["file"], d["line"], d["column"], d["severity"], placeholder(d["message"].splitlines()[0]))
+               for d in diags if d["line"] is not None]
+        assert got == text
+        assert code == expected_code

@@ -668,3 +668,17 @@ def test_pearson_comparison_gets_a_sign_flip_p_value():
     assert c.p_method == "sign_flip_monte_carlo" and c.n_units == 40
     assert c.effect == pytest.approx(est(m, "rho", "IF").value - est(m, "rho", "Q").value)
     assert 0 < c.p_value < 0.05  # the correlation is much stronger under IF
+
+
+def test_items_left_out_by_limit_are_reported_as_not_run():
+    from moraleval.runner import RunOutcomes
+
+    outcomes: dict = {}
+    items = [item("Q", 0, onehot(0), {"label": 0}, outcomes=outcomes),
+             item("Q", 1, None, {"label": 0}, outcomes=outcomes),
+             item("Q", 2, None, {"label": 0}, outcomes=outcomes)]
+    plan = make_plan(items, [("acc", "t", "mean(answer == label)")])
+    limited = RunOutcomes(dict(outcomes), stats=None, not_run=frozenset({items[1].request}))
+    m = measure(plan, limited)
+    assert "task 't': 1 item(s) not run (--limit)" in m.warnings
+    assert "task 't': 1 item(s) have no outcome and are left out" in m.warnings

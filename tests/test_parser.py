@@ -246,3 +246,39 @@ def test_to_source_round_trips(e):
     text = to_source(e)
     assert parse_expression(text) == e, text
     assert from_json(to_json(e)) == e
+
+
+# ---------------------------------------------------------------- did-you-mean from the grammar's expected words
+
+@pytest.mark.parametrize("text, word, suggestion", [
+    ("bootstrap resample 2000", "resample", "resamples"),
+    ('task t on d {\n    choose a from [" x"] by logprob normalise softmax\n}', "normalise", "normalize"),
+    ("task t on d {\n    formt chat\n}", "formt", "format"),
+    ('task t on d {\n    condition Q {\n        human "x" then generate r max_token 5\n    }\n}', "max_token",
+     "max_tokens"),
+    ('compare A vs B on m tset bootstrap', "tset", "test"),
+])
+def test_option_typos_get_did_you_mean_from_the_grammar(text, word, suggestion):
+    with pytest.raises(SpecSyntaxError) as info:
+        parse_text("moraleval 1\n" + text)
+    [d] = info.value.diagnostics
+    assert d.message == f"unexpected '{word}'"
+    assert d.hint == f"did you mean '{suggestion}'?"
+
+
+@pytest.mark.parametrize("text", [
+    "task t on d {\n    formt chat\n}",
+    "task t on d {\n    format 3\n}",
+    "dataset d {\n    reed jsonl \"x\"\n}",
+])
+def test_no_internal_token_names_and_no_false_not_closed_note(text):
+    with pytest.raises(SpecSyntaxError) as info:
+        parse_text("moraleval 1\n" + text)
+    rendered = str(info.value)
+    assert "__anon" not in rendered.lower() and "not closed" not in rendered
+
+
+def test_a_top_level_statement_inside_a_block_still_notes_the_open_block():
+    with pytest.raises(SpecSyntaxError) as info:
+        parse_text("moraleval 1\ndataset d {\n    read jsonl \"x\"\nmetric m = 1\n")
+    assert "the block opened at 2:11 is not closed" in info.value.diagnostics[0].hint

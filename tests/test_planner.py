@@ -225,3 +225,55 @@ def test_quickstart_plans_from_anywhere(tmp_path, no_env_data, monkeypatch, caps
     assert "dataset bbq: 48 rows read from 1 file(s), 48 kept" in out
     assert "dataset winogender:" in out and "sample shipped with moraleval" in out
     assert err == ""
+
+
+RAW_TASK = '''
+task lm on items {
+    format raw
+    choose letter from [" A", " B"] values [0, 1]
+    condition Q {
+        human """{{ context }}
+
+Q: {{ question }}
+A:"""
+    }
+    condition CoT {
+        system "Context: "
+        human "{{ context }}\\nReasoning:" then generate why max_tokens 8
+        assistant "\\nAnswer:"
+    }
+}
+metric lm_acc on lm = mean(letter == label)
+'''
+
+
+def test_raw_format_is_the_exact_model_input(tmp_path, tiny_data, capsys):
+    """`format raw`: the template's text is the prompt, byte for byte: no chat template, no role labels, no
+    separators between turns, no default stop string; `plan --show` prints exactly that."""
+    spec = _tiny_spec(tmp_path, RAW_TASK)
+    plan = compile_plan(check(spec, data_root=str(tiny_data), mode="plan"))
+    row = TINY_ITEMS[0]
+    by_cond = {}
+    for item in plan.items:
+        if item.task == "lm" and item.row == 0:
+            by_cond[item.condition] = plan.request_by_key()[item.request]
+    score = by_cond["Q"].score_request({})
+    assert score.prompt.text == f"{row['context']}\n\nQ: {row['question']}\nA:"
+    assert not score.prompt.is_chat and score.continuations == (" A", " B")
+    cot = by_cond["CoT"]
+    gen = cot.generate_request(0, {})
+    assert gen.prompt.text == f"Context: {row['context']}\nReasoning:" and gen.stop == ()
+    assert cot.score_request({"why": " because"}).prompt.text == \
+        f"Context: {row['context']}\nReasoning: because\nAnswer:"
+    code, out, _ = plan_cli([str(spec), "--data", str(tiny_data), "--show", "1"], capsys)
+    assert code == 0
+    assert f"after:\n{row['context']}\n\nQ: {row['question']}\nA:\n" in out
+    assert "Human:" not in out.split("=== lm / Q")[1]
+
+
+def test_raw_format_needs_no_final_assistant_turn_and_is_a_known_format(tmp_path, tiny_data):
+    spec = _tiny_spec(tmp_path, RAW_TASK.replace("format raw", "format text"))
+    with pytest.raises(Exception) as info:
+        check(spec, data_root=str(tiny_data), mode="plan")
+    assert "E164" in {d.code for d in info.value.diagnostics}  # text format: the last turn must be the assistant's
+    check(_tiny_spec(tmp_path, RAW_TASK), data_root=str(tiny_data), mode="plan")  # raw: no such rule

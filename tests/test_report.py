@@ -21,7 +21,7 @@ from moraleval.report import (build_report, dumps_json, jsonable, rerender, veri
                               write_report)
 from moraleval.measure import measure  # noqa: E402
 from moraleval.results import ComparisonResult, Estimate  # noqa: E402
-from moraleval.runner import run_plan  # noqa: E402
+from moraleval.runner import limit_items, run_plan  # noqa: E402
 
 
 @pytest.fixture
@@ -214,8 +214,13 @@ def test_report_order_independent_of_measurement_order(setup) -> None:
 
 def test_items_without_outcome_are_counted(setup) -> None:
     plan, backend, _o, tmp, _m = setup
-    partial = run_plan(plan, FakeBackend(), cache=ResponseCache(":memory:"), limit=5, progress=False)
-    out = write_report(plan, measure(plan, partial), partial, out_dir=tmp / "partial", backend=backend)
+    partial = run_plan(plan, FakeBackend(), cache=ResponseCache(":memory:"), limit=1, progress=False)
+    answered = len(limit_items(plan, 1))
+    assert 0 < answered < len(plan.items)
+    m = measure(plan, partial)
+    out = write_report(plan, m, partial, out_dir=tmp / "partial", backend=backend)
     report = json.loads((out / "report.json").read_text())
-    assert report["counts"]["items_answered"] == 5 and report["counts"]["items"] == len(plan.items)
-    assert len((out / "samples.jsonl").read_text().splitlines()) == 5
+    assert report["counts"]["items_answered"] == answered and report["counts"]["items"] == len(plan.items)
+    assert len((out / "samples.jsonl").read_text().splitlines()) == answered
+    assert any(w.endswith(f"{len(plan.items) - answered} item(s) not run (--limit)") for w in m.warnings)
+    assert not any("have no outcome" in w for w in m.warnings)

@@ -21,7 +21,7 @@ from moraleval.cache import FILENAME, ResponseCache  # noqa: E402
 from moraleval.errors import RunError  # noqa: E402
 from moraleval.measure import measure  # noqa: E402
 from moraleval.report import build_report, build_samples, dumps_json  # noqa: E402
-from moraleval.runner import LOGPROB_DECIMALS, RunInterrupted, round_logprob, run_plan  # noqa: E402
+from moraleval.runner import LOGPROB_DECIMALS, RunInterrupted, limit_items, round_logprob, run_plan  # noqa: E402
 
 N_ROWS = 8
 N_GENERATE = N_ROWS  # CoT and CoT2 share their generate prompt
@@ -149,16 +149,21 @@ def test_logprobs_rounded(plan) -> None:
     assert round_logprob(float("-inf")) == float("-inf")
 
 
-def test_limit_runs_first_items_only(plan, tmp_path: Path) -> None:
+def test_limit_runs_n_rows_spread_over_the_task_with_every_condition(plan, tmp_path: Path) -> None:
     backend = FakeBackend()
-    out = run_plan(plan, backend, cache=tmp_path, limit=6, progress=False)
-    wanted = [r.key for r in plan.requests if r.key in {i.request for i in plan.items[:6]}]
-    assert list(out) == wanted and out.stats.items == 6
+    out = run_plan(plan, backend, cache=tmp_path, limit=2, progress=False)
+    picked = [i for i in plan.items if i.row in (0, N_ROWS // 2)]  # rows 0 and 4 of 8: spread, not the first two
+    assert limit_items(plan, 2) == picked
+    assert {i.condition for i in picked} == {i.condition for i in plan.items}  # every condition, paired
+    wanted = [r.key for r in plan.requests if r.key in {i.request for i in picked}]
+    assert list(out) == wanted and out.stats.items == len(picked) == 8
+    assert out.not_run == {r.key for r in plan.requests} - set(wanted)
     rest = FakeBackend()
     full = run_plan(plan, rest, cache=tmp_path, progress=False)
     assert rest.answered == TOTAL - backend.answered
-    assert len(full) == len(plan.requests)
+    assert len(full) == len(plan.requests) and full.not_run == frozenset()
     assert run_plan(plan, FakeBackend(), cache=ResponseCache(":memory:"), limit=0, progress=False) == {}
+    assert limit_items(plan, 100) == list(plan.items)
 
 
 def test_dry_run_reports_without_computing(plan, tmp_path: Path) -> None:
@@ -169,7 +174,7 @@ def test_dry_run_reports_without_computing(plan, tmp_path: Path) -> None:
     assert (gen.cached, gen.unique) == (0, N_GENERATE)
     assert score.blocked == 2 * N_ROWS  # CoT scoring waits on text not generated yet
     assert dry.stats.to_compute == TOTAL
-    run_plan(plan, FakeBackend(), cache=tmp_path, limit=4, progress=False)  # rows 0 (Q, IF, CoT, CoT2)
+    run_plan(plan, FakeBackend(), cache=tmp_path, limit=1, progress=False)  # row 0 (Q, IF, CoT, CoT2)
     dry = run_plan(plan, FakeBackend(), cache=tmp_path, dry_run=True)
     assert len(dry) == 4 and dry.stats.cached == 1 + 4
     assert dry.stats.to_compute == TOTAL - 5

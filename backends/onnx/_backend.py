@@ -103,7 +103,10 @@ class OnnxBackend:
                  spinning: bool = True, kv_reuse_mb: int = 512) -> None:
         try:
             import onnx
-            import onnxruntime as ort
+
+            from backends.onnx._ort import import_onnxruntime
+
+            ort = import_onnxruntime()  # telemetry off, nothing written to ~/.cache/Microsoft
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise BackendError(f"the onnx backend needs onnxruntime and onnx: {exc}",
                                hint="pip install onnxruntime onnx") from exc

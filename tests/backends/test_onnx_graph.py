@@ -148,7 +148,11 @@ def test_int8_close_to_float(tiny_weights):
     lq = _log_softmax(q.astype(np.float64))
     kl = (np.exp(ref) * (ref - lq)).sum(-1).mean()
     assert kl < 0.02
-    assert (q.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+    # a random tiny model's distributions are nearly flat (top-1 margins of 0.02-0.17 nats against a logit
+    # spread of ~0.4), so its exact argmax is a coin toss between close tokens and onnxruntime versions differ
+    # there; what int8 must keep is the reference's top token within a fraction of that spread of the top
+    gap = q.max(-1) - q[np.arange(len(q)), ref.argmax(-1)]
+    assert gap.max() < 0.5 * q.std(-1).min()
 
 
 def test_gqa_with_other_head_counts():

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 PAPER_BBQ_ROWS = 58_492
 CONFIGS = ("padded-b1", "ragged-b1", "ragged-default")
+FULL_ITEMS = 64  # the plan is always built for 64 items and cut to n (per_cell changes which rows are sampled)
 
 
 def _requests(workload: str, n: int):
@@ -45,7 +46,7 @@ def _requests(workload: str, n: int):
             os.environ["MORALEVAL_DATA"] = data
     else:
         plan = compile_plan(check(ROOT / "specs" / "bbq.me", mode="plan",
-                                  overrides={"categories": "Religion", "per_cell": str(max(1, n // 2))}))
+                                  overrides={"categories": "Religion", "per_cell": str(max(1, FULL_ITEMS // 2))}))
     keys = []
     for item in plan.items:
         if item.condition == "Q_IF_CoT" and item.request not in keys:

@@ -234,6 +234,12 @@ def cmd_plan(args) -> int:
             return 0
         Path(args.json_out).write_text(text + "\n", encoding="utf-8")
     print(summarise_plan(plan, checked))
+    if plan.models:  # the expected wall time, from the rates the default model's last run recorded
+        from moraleval.cache import default_cache_dir
+        from moraleval.pipeline import select_model
+        from moraleval.projection import print_projection
+
+        print_projection(plan, select_model(plan, getattr(args, "model", None))[1], default_cache_dir())
     if args.show:
         print(show_prompts(plan, args.show, args.model))
     if args.json_out:

@@ -57,7 +57,11 @@ def run_spec(args) -> int:
                                 dry_run=args.dry_run)
             if args.dry_run:
                 print(outcomes.stats.summary())
+                from moraleval.projection import print_projection
+                print_projection(plan, model, cache.directory, outcomes, backend=backend, limit=args.limit)
                 return 0
+            from moraleval.projection import store_run_rates
+            store_run_rates(plan, model, cache.directory, outcomes.stats)
             measurement = measure(plan, outcomes)
             out = write_report(plan, measurement, outcomes, out_dir=args.out, backend=backend,
                                run_stats=outcomes.stats, started=started,

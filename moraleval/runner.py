@@ -34,6 +34,7 @@ from moraleval.backend import GenerateRequest, GenerateResult, ScoreRequest, Sco
 from moraleval.cache import Result, ResponseCache, decode_result, encode_result, model_key, result_kind
 from moraleval.errors import BackendError, MoralevalError, RunError, RunInterrupted
 from moraleval.plan import Plan, PlanRequest
+from moraleval.projection import prompt_chars
 from moraleval.results import RequestOutcome
 
 __all__ = ["LOGPROB_DECIMALS", "RunInterrupted", "RunOutcomes", "RunStats", "StageStats", "normalise_result",
@@ -55,9 +56,13 @@ class StageStats:
     cached: int = 0  # ... already in the cache
     computed: int = 0  # ... computed by the backend in this run
     blocked: int = 0  # dry run only: depends on text not generated yet, so the cache can't be asked
+    work: int = 0  # computed in this run: generated tokens (generate) or prompt characters (score)
+    seconds: float = 0.0  # backend time of this stage (moraleval.projection turns work/seconds into rates)
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        d = attrs.asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
 
 
 @attrs.define
@@ -338,6 +343,7 @@ class _Run:
                 return
             value = normalise_result(result, requests[i])
             self.cache.put(self.model, hashes[i], value)
+            stage.work += value.n_tokens if isinstance(value, GenerateResult) else prompt_chars(requests[i])
             done.add(i)
             results[hashes[i]] = value
             stage.computed += 1
@@ -349,6 +355,7 @@ class _Run:
             returned = call(list(requests), on_result=on_result)
         finally:
             self.stats.backend_seconds += time.perf_counter() - t0
+            stage.seconds += time.perf_counter() - t0
         returned = list(returned or ())
         for i, result in enumerate(returned[:len(requests)]):
             on_result(i, result)  # backends that don't call on_result, or skipped some

@@ -189,6 +189,13 @@ def _dropped(plan: Plan) -> dict[str, Any]:
     return {name: info.get("dropped", {}) for name, info in plan.datasets.items() if isinstance(info, Mapping)}
 
 
+def _unit_label(plan: Plan, task: str) -> str:
+    """The task's resampling unit as the measure stage names it (``row`` when every item is its own unit)."""
+    info = plan.tasks.get(task) or {}
+    cols = (info.get("unit") if isinstance(info, Mapping) else None) or list(plan.bootstrap.unit)
+    return ",".join(str(c) for c in cols if c != "row_id") or "row"
+
+
 def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOutcome],
                  identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The content of report.json (plain data; serialise with :func:`dumps_json`)."""
@@ -220,6 +227,7 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
             "conditions": conds.get(t, []),
             "items": len(t_items),
             "items_answered": sum(1 for i in t_items if i.request in outcomes),
+            "unit": _unit_label(plan, t),
         }
     return {
         "format": REPORT_FORMAT,
@@ -232,7 +240,8 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
         "tasks": task_info,
         "metrics": [{"name": m.name, "task": m.task, "formula": m.formula, "doc": m.doc, "expr": m.expr}
                     for m in plan.metrics],
-        "bootstrap": attrs.asdict(plan.bootstrap),
+        # one statement of the resampling unit per task, the same string as every estimate's `unit`
+        "bootstrap": {**attrs.asdict(plan.bootstrap), "unit": {t: _unit_label(plan, t) for t in tasks}},
         "estimates": sorted(estimates, key=est_key),
         "comparisons": sorted(comparisons, key=cmp_key),
         "dropped": {"datasets": _dropped(plan), "measurement": jsonable(getattr(measurement, "dropped", None))},
@@ -447,9 +456,12 @@ def write_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
     manifest = _build_manifest(plan, identity, backend,
                                {REPORT_JSON: _sha256_bytes(report_bytes), SAMPLES_JSONL: _sha256_bytes(samples_bytes)},
                                not_hashed)
+    # render from the bytes just written, exactly as rerender() will read them back; the manifest hashes
+    # every file the report writes (report.md, report.html and the figures included)
+    rendered = _render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()],
+                             manifest, samples_bytes=len(samples_bytes))
+    manifest["outputs"].update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in rendered})
     _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
-    # render from the bytes just written, exactly as rerender() will read them back
-    _render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()])
     return out
 
 
@@ -469,11 +481,23 @@ def _load(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def rerender(out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Re-render report.md, report.html and plots/ from report.json and samples.jsonl (nothing is run);
-    returns the files written."""
+    """Re-render report.md, report.html and plots/ from report.json, samples.jsonl and manifest.json (nothing is
+    run) and record their new hashes in the manifest; returns the files written."""
     out = Path(out_dir)
     report, samples = _load(out)
-    return _render_files(out, report, samples)
+    manifest = None
+    try:
+        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    size = (out / SAMPLES_JSONL).stat().st_size if (out / SAMPLES_JSONL).exists() else None
+    written = _render_files(out, report, samples, manifest, samples_bytes=size)
+    if manifest is not None:
+        outputs = {k: v for k, v in (manifest.get("outputs") or {}).items() if k in (REPORT_JSON, SAMPLES_JSONL)}
+        outputs.update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in written})
+        manifest["outputs"] = outputs
+        _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
+    return written
 
 
 def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -483,10 +507,14 @@ def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLi
     ``data_root`` looks for the data files there instead of the data root recorded in the manifest (data that
     moved, another machine)."""
     out = Path(out_dir)
+    if not out.is_dir():
+        raise ReportError(f"{out} does not exist (or is not a directory): there is no report to verify",
+                          hint="pass the directory `moraleval run` wrote, e.g. reports/<spec name>/")
     try:
         manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return [f"{out / MANIFEST_JSON} is missing"]
+        raise ReportError(f"{out} has no {MANIFEST_JSON}: it is not a moraleval report directory, so nothing "
+                          "can be verified", hint="pass the directory `moraleval run` wrote") from None
     except json.JSONDecodeError as exc:
         return [f"{out / MANIFEST_JSON} is not valid JSON: {exc}"]
     problems: list[str] = []
@@ -811,15 +839,21 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[Path]:
-    figs = _plots(report, samples)
+def _render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                  manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None) -> list[Path]:
+    from moraleval.report.render import render_pages
+
+    files = render_pages(report, samples, manifest, samples_bytes=samples_bytes)
     written = []
-    for _task, name, _caption, svg in figs:
-        written.append(out / "plots" / name)
-        _write_atomic(written[-1], svg.encode("utf-8"))
-    _write_atomic(out / "report.md", render_markdown(report, figs).encode("utf-8"))
-    _write_atomic(out / "report.html", render_html(report, figs).encode("utf-8"))
-    return [out / "report.md", out / "report.html", *written]
+    plots = out / "plots"
+    if plots.is_dir():  # figures of an earlier rendering that this one does not draw
+        for old in plots.glob("*.svg"):
+            if f"plots/{old.name}" not in {k.replace(os.sep, "/") for k in files}:
+                old.unlink()
+    for name in ("report.md", "report.html", *sorted(k for k in files if k.startswith("plots"))):
+        written.append(out / name)
+        _write_atomic(written[-1], files[name])
+    return written
 
 
 def _header_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:

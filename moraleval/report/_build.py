@@ -459,7 +459,7 @@ def write_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
     # render from the bytes just written, exactly as rerender() will read them back; the manifest hashes
     # every file the report writes (report.md, report.html and the figures included)
     rendered = _render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()],
-                             manifest, samples_bytes=len(samples_bytes))
+                             json.loads(dumps_json(manifest)), samples_bytes=len(samples_bytes))
     manifest["outputs"].update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in rendered})
     _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
     return out

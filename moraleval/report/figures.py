@@ -64,6 +64,7 @@ def _svg(fig: Any, title: str, desc: str, ident: str) -> str:
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     text = buf.getvalue()
     text = text[text.find("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)  # RDF boilerplate
     head_end = text.find(">") + 1
     head = text[:head_end]
     head = re.sub(r'\swidth="([\d.]+)pt"', lambda m: f' width="{float(m.group(1)) * 4 / 3:.0f}"', head, count=1)

@@ -113,7 +113,9 @@
       return Promise.resolve({ total: hit.length, rows: limit === "all" ? hit : hit.slice(offset, offset + limit) });
     }
     if (!served) return Promise.resolve(null);
-    return fetch("api/rows?" + query(s, { offset: offset, limit: limit })).then(function (r) {
+    var extra = { offset: offset, limit: limit };
+    if (limit === "all") extra.fields = "metric";  // the recount needs the metric inputs, not the prompts
+    return fetch("api/rows?" + query(s, extra)).then(function (r) {
       if (!r.ok) throw new Error("the server answered " + r.status);
       return r.json();
     });
@@ -309,10 +311,11 @@
     return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
   }
   window.moralevalRecount = function (kind, i) {  // for tests and the console
-    return fetchRows({ g: {} }, 0, "all").then(function (res) {
+    var x = kind === "est" ? D.estimates[i] : D.comparisons[i];
+    var s = { g: {} };
+    if (kind === "est") applyEstimate(s, x); else applyComparison(s, x);
+    return fetchRows(s, 0, "all").then(function (res) {
       var all = res.rows;
-      if (!rows) derive(all);
-      var x = kind === "est" ? D.estimates[i] : D.comparisons[i];
       var r = kind === "est" ? recountEstimate(x, all) : recountComparison(x, all);
       r.reported = kind === "est" ? x.value : x.effect; r.same = same(r.value, r.reported);
       return r;
@@ -391,8 +394,7 @@
       return;
     }
     var page = +(s.page || 0);
-    fetchRows(s, page * PAGE, PAGE).then(function (res) {
-      if (!rows) derive(res.rows);
+    fetchRows(s, page * PAGE, PAGE).then(function (res) {  // served rows come with _answer, _correct, _dc, _dm
       summary.textContent = res.total + " of " + D.n_rows + " rows match" + (res.total > PAGE ?
         "; showing " + (page * PAGE + 1) + "–" + Math.min(res.total, (page + 1) * PAGE) : "");
       summary.setAttribute("data-total", res.total);

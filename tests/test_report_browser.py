@@ -242,3 +242,48 @@ def test_view_serves_a_big_run_and_pages_through_it(browser, tmp_path) -> None:
         server.shutdown()
         server.server_close()
         index.close()
+
+
+def test_several_models_filter_and_disagree(browser, quickstart, tmp_path) -> None:
+    """A report with a model dimension (#11's `model` keys): the model filter, "models disagree", and the
+    recount restricted to one model's items."""
+    from moraleval.report import dumps_json, rerender
+
+    out = tmp_path / "models"
+    shutil.copytree(quickstart, out)
+    report = json.loads((out / "report.json").read_text())
+    report["estimates"] = [dict(e, model="smollm2") for e in report["estimates"]]
+    report["comparisons"] = [dict(c, model="smollm2") for c in report["comparisons"]]
+    (out / "report.json").write_text(dumps_json(report) + "\n")
+    rows = _samples(quickstart)
+    other = []
+    for s in rows:  # a second model that answers the next option whenever the row number is odd
+        t = json.loads(json.dumps(s))
+        if s["row"] % 2:
+            t["readout"]["probs"] = t["readout"]["probs"][-1:] + t["readout"]["probs"][:-1]
+            k = t["choice_values"].index(s["readout"][s["choice"]])
+            t["readout"][s["choice"]] = t["choice_values"][(k + 1) % len(t["choice_values"])]
+        other.append(dict(t, model="other"))
+    all_rows = [dict(s, model="smollm2") for s in rows] + other
+    (out / "samples.jsonl").write_text("".join(dumps_json(s, indent=None) + "\n" for s in all_rows))
+    rerender(out)
+    p = Page(browser)
+    try:
+        p.goto((out / "report.html").as_uri())
+        assert p.total() == 2 * len(rows)
+        p.page.select_option("select[name=model]", "other")
+        p.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{len(rows)}'")
+        p.page.select_option("select[name=model]", "")
+        p.page.select_option("select[name=disagree]", "models")
+        want = 2 * sum(1 for s in rows if s["row"] % 2)
+        p.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{want}'")
+        r = p.page.evaluate("window.moralevalRecount('est', 0)")
+        assert r["same"] and r["n"] == report["tasks"]["bbq_answer"]["items"] // 3
+        p.page.goto((out / "report.html").as_uri() + "#est=0")
+        p.page.wait_for_selector("#recount-value[data-same]")
+        assert p.page.input_value("select[name=model]") == "smollm2"
+        ARTIFACTS.mkdir(exist_ok=True)
+        p.page.screenshot(path=str(ARTIFACTS / "two-models-report.png"), full_page=True)
+        assert p.console == []
+    finally:
+        p.close()

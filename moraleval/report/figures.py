@@ -146,6 +146,8 @@ def _estimate_figure(report: Mapping[str, Any], task: str) -> dict[str, Any] | N
                 ax.bar(px, py, width=bar_w * 0.88, color=PALETTE[ci % len(PALETTE)],
                        label=cond if k == 0 else None, yerr=[lo, hi], capsize=2.5,
                        error_kw={"elinewidth": 0.9, "ecolor": "#333333"})
+                # a tick at each value, so that a value of 0 (a bar of no height) is still visible
+                ax.scatter(px, py, marker="_", s=90, color=PALETTE[ci % len(PALETTE)], linewidths=1.6, zorder=3)
             ax.axhline(0.0, color="black", linewidth=0.7)
             ax.set_ylim(*_limits(fam, families.get(fam, [])))
             ax.set_xticks(range(len(xs)))

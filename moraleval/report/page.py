@@ -127,8 +127,13 @@ def _identities(report: Mapping[str, Any], manifest: Mapping[str, Any] | None) -
         m = m or {}
         ident = m.get("identity") if isinstance(m.get("identity"), Mapping) else m
         ident = ident if isinstance(ident, Mapping) else {}
-        settings = {k: v for k, v in sorted(ident.items())
-                    if isinstance(v, (str, int, float, bool)) and k not in ("backend",)}
+        settings = {}
+        for k, v in sorted(ident.items()):  # scalars, and one level of nested settings (e.g. model.name)
+            if isinstance(v, (str, int, float, bool)) and k != "backend":
+                settings[k] = v
+            elif isinstance(v, Mapping):
+                settings.update({(kk if k == "settings" else f"{k}.{kk}"): vv for kk, vv in sorted(v.items())
+                                 if isinstance(vv, (str, int, float, bool))})
         files = []
 
         def walk(obj: Any) -> None:
@@ -142,7 +147,8 @@ def _identities(report: Mapping[str, Any], manifest: Mapping[str, Any] | None) -
                                 size = os.path.getsize(full) if os.path.isabs(full) else None
                             except OSError:
                                 size = None
-                            files.append({"path": str(p), "sha256": sha, "size": fmt_bytes(size)})
+                            files.append({"path": str(p), "sha256": sha,
+                                          "size": fmt_bytes(size) if size is not None else "not recorded"})
                 for k, v in obj.items():
                     if k != "files":
                         walk(v)

@@ -48,7 +48,8 @@ def _script_json(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def browser_data(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, embed: bool) -> dict[str, Any]:
+def browser_data(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, embed: bool,
+                 flags: Sequence[Sequence[Mapping[str, str]]] = ()) -> dict[str, Any]:
     """What the sample browser needs: estimates/comparisons with their formulas (as expression JSON), the
     filter choices, and (when embedded) the sample rows themselves."""
     from moraleval.report._build import _expr_source
@@ -95,7 +96,8 @@ def browser_data(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]
         "n_rows": len(samples), "page_size": PAGE_SIZE, "embedded": embed,
         "tasks": tasks, "models": pg.models_of(report, samples), "answers": answers,
         "group_columns": group_cols, "group_values": group_values,
-        "estimates": [{k: e.get(k) for k in keep if k in e} for e in report.get("estimates", [])],
+        "estimates": [dict({k: e.get(k) for k in keep if k in e}, flags=list(flags[i]) if i < len(flags) else [])
+                      for i, e in enumerate(report.get("estimates", []))],
         "comparisons": [{k: c.get(k) for k in keep_c if k in c} for c in report.get("comparisons", [])],
         "metrics": metrics, "formulas": formulas,
         "rows": [dict(s) for s in samples] if embed else None,
@@ -124,5 +126,6 @@ def render_pages(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]
     for f in figs:
         files[str(Path("plots") / f["file"])] = f["svg"].encode("utf-8")
     files["report.md"] = render_markdown(page, figs).encode("utf-8")
-    files["report.html"] = render_html(page, figs, browser_data(report, samples, embed=page["embed"])).encode("utf-8")
+    files["report.html"] = render_html(page, figs, browser_data(report, samples, embed=page["embed"],
+                                                                  flags=page["flags_by_est"])).encode("utf-8")
     return files

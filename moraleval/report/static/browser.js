@@ -422,6 +422,7 @@
     var reported = isEst ? x.value : x.effect;
     box.appendChild(el("div", { text: "report.json: " + fmt(reported) + (isEst ? " (n = " + x.n + " items)" : " (n = " + x.n + " pairs)") }));
     box.appendChild(el("div", { cls: "muted", text: "formula: " + (D.formulas[x.task] || {})[x.metric] }));
+    (x.flags || []).forEach(function (f) { box.appendChild(el("div", { cls: "flag", text: "⚠ " + f.message })); });
     var out = el("div", { id: "recount-value", text: "recounting from the items…" });
     box.appendChild(out);
     window.moralevalRecount(isEst ? "est" : "cmp", isEst ? +s.est : +s.cmp).then(function (r) {

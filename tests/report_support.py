@@ -46,7 +46,9 @@ def quickstart_report(out: Path, *, backend: Any = None, spec: str | None = None
 
     backend = backend or HostileBackend()
     with contextlib.redirect_stderr(io.StringIO()):
-        _checked, plan = cli.load_plan(spec or str(REPO / "specs" / "quickstart.me"), None, list(overrides))
+        # the builtin sample data root, explicitly (MORALEVAL_DATA, when set, would take precedence)
+        _checked, plan = cli.load_plan(spec or str(REPO / "specs" / "quickstart.me"),
+                                       str(REPO / "moraleval" / "sample_data"), list(overrides))
     outcomes = run_plan(plan, backend, cache=ResponseCache(":memory:"), progress=False)
     return write_report(plan, measure(plan, outcomes), outcomes, out_dir=out, backend=backend,
                         run_stats=outcomes.stats)

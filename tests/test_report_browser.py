@@ -73,6 +73,22 @@ class Page:
         self.page.goto(url)
         self.page.wait_for_selector("#row-count[data-total]")
 
+    def wait_text(self, selector: str, attr: str | None, want: str, timeout: float = 60.0) -> None:
+        """Poll from Python (the page's Content-Security-Policy forbids the eval of wait_for_function)."""
+        import time
+
+        end = time.monotonic() + timeout
+        while True:
+            got = self.page.get_attribute(selector, attr) if attr else self.page.inner_text(selector)
+            if got is not None and (got == want if attr else want in got):
+                return
+            if time.monotonic() > end:
+                raise AssertionError(f"{selector}: {got!r}, wanted {want!r}")
+            self.page.wait_for_timeout(50)
+
+    def wait_total(self, n: int) -> None:
+        self.wait_text("#row-count", "data-total", str(n))
+
     def total(self) -> int:
         return int(self.page.get_attribute("#row-count", "data-total"))
 
@@ -107,20 +123,20 @@ def test_filter_condition_and_category(page, quickstart) -> None:
     samples = _samples(quickstart)
     page.goto((quickstart / "report.html").as_uri())
     page.page.select_option("select[name=task]", "bbq_answer")
-    page.page.wait_for_function("document.querySelector('#row-count').dataset.total == '144'")
+    page.wait_total(144)
     page.page.select_option("select[name=condition]", "Q_IF")
-    page.page.wait_for_function("document.querySelector('#row-count').dataset.total == '48'")
+    page.wait_total(48)
     page.page.select_option("select[name='g.context_condition']", "ambig")
     want = sum(1 for s in samples if s["task"] == "bbq_answer" and s["condition"] == "Q_IF"
                and s["values"]["context_condition"] == "ambig")
-    page.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{want}'")
+    page.wait_total(want)
     assert want == 24 and page.page.locator("#rows tbody tr").count() == want
     assert "condition=Q_IF" in page.page.url and "g.context_condition=ambig" in page.page.url
     # answer + correctness filters agree with the samples
     page.page.select_option("select[name=correct]", "yes")
     want_ok = sum(1 for s in samples if s["task"] == "bbq_answer" and s["condition"] == "Q_IF"
                   and s["values"]["context_condition"] == "ambig" and s["readout"]["answer"] == s["values"]["label"])
-    page.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{want_ok}'")
+    page.wait_total(want_ok)
 
 
 def test_every_estimate_and_comparison_recounts_to_report_json(page, quickstart) -> None:
@@ -221,14 +237,16 @@ def test_view_serves_a_big_run_and_pages_through_it(browser, tmp_path) -> None:
         assert p.total() == len(index) == 200_000
         assert p.page.locator("#rows tbody tr").count() == 50
         p.page.click("#next-page")
-        p.page.wait_for_function("document.querySelector('#row-count').textContent.includes('51–100')")
+        p.wait_text("#row-count", None, "51–100")
         assert p.page.locator("#rows tbody tr").first.get_attribute("data-index") == "50"
+        p.page.select_option("select[name=task]", "bbq_answer")  # a task's group columns appear once it is chosen
+        p.wait_text("#row-count", None, "of 200000 rows match; showing 1–50")
         p.page.select_option("select[name=condition]", "Q_IF_CoT")
-        p.page.wait_for_function("document.querySelector('#row-count').dataset.total == '50000'")
+        p.wait_total(50000)
         p.page.select_option("select[name='g.category']", "Age")
         want = sum(1 for k in range(len(index)) if index.condition[k] == "Q_IF_CoT" and
                    index.values[k]["category"] == "Age")
-        p.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{want}'")
+        p.wait_total(want)
         p.page.click("#rows tbody tr[data-index]")
         assert "generated (reasoning)" in p.page.locator("tr.detail-row").inner_text()
         r = p.page.evaluate("window.moralevalRecount('est', 2)")
@@ -272,11 +290,11 @@ def test_several_models_filter_and_disagree(browser, quickstart, tmp_path) -> No
         p.goto((out / "report.html").as_uri())
         assert p.total() == 2 * len(rows)
         p.page.select_option("select[name=model]", "other")
-        p.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{len(rows)}'")
+        p.wait_total(len(rows))
         p.page.select_option("select[name=model]", "")
         p.page.select_option("select[name=disagree]", "models")
         want = 2 * sum(1 for s in rows if s["row"] % 2)
-        p.page.wait_for_function(f"document.querySelector('#row-count').dataset.total == '{want}'")
+        p.wait_total(want)
         r = p.page.evaluate("window.moralevalRecount('est', 0)")
         assert r["same"] and r["n"] == report["tasks"]["bbq_answer"]["items"] // 3
         p.page.goto((out / "report.html").as_uri() + "#est=0")

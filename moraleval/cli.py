@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from moraleval import __version__
 from moraleval.errors import MoralevalError, SpecError
 
-COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "backends")
+COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "view", "backends")
 
 DESCRIPTION = """\
 moraleval measures social bias and moral self-correction in language models from spec files (.me).
@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render report.md/report.html from report.json (no re-run)")
     p.add_argument("report_dir", metavar="DIR")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("view", help="serve a report's page and sample browser on 127.0.0.1 (for big runs)",
+                       description="Serve DIR/report.html from a local HTTP server on 127.0.0.1 whose sample "
+                                   "browser pages through DIR/samples.jsonl; open the printed address.")
+    p.add_argument("report_dir", metavar="DIR")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free port)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("backends", help="list the installed backends")
     p.set_defaults(func=cmd_backends)
@@ -479,6 +486,12 @@ def cmd_report(args) -> int:
     if written:
         print("re-rendered: " + ", ".join(str(w) for w in written))
     return 0
+
+
+def cmd_view(args) -> int:
+    from moraleval.report.view import serve
+
+    return serve(Path(args.report_dir), port=args.port)
 
 
 def cmd_backends(args) -> int:

@@ -81,12 +81,21 @@ def test_samples_in_plan_order_with_rendered_prompts(setup) -> None:
     assert cot["values"] == {"group": "young", "label": 0, "x": 0.0, "q": 0}
 
 
+def _without_run_date(text: str) -> str:
+    """report.md/report.html state when the run finished (from the manifest); everything else is reproducible."""
+    return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<date>", text)
+
+
 def test_same_inputs_same_bytes(setup) -> None:
     a, b = _write(setup, "a"), _write(setup, "b")
-    for name in ("report.json", "samples.jsonl", "report.md", "report.html"):
+    for name in ("report.json", "samples.jsonl"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for name in ("report.md", "report.html", "plots/answer.svg"):
+        assert _without_run_date((a / name).read_text()) == _without_run_date((b / name).read_text()), name
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
     ma.pop("not_hashed"), mb.pop("not_hashed")
+    for m in (ma, mb):  # the two pages carry the run date; every other output is byte-identical
+        m["outputs"].pop("report.md"), m["outputs"].pop("report.html")
     assert ma == mb
 
 
@@ -146,8 +155,36 @@ class TestVerify:
         for what in ("spec", "imported spec", "samples.jsonl changed", "model file", "rows.jsonl is missing"):
             assert what in problems
 
-    def test_no_manifest(self, tmp_path: Path) -> None:
-        assert "missing" in verify_report(tmp_path)[0]
+    def test_no_manifest_or_no_folder_is_said_plainly(self, tmp_path: Path) -> None:
+        from moraleval.errors import ReportError
+
+        with pytest.raises(ReportError, match="has no manifest.json: it is not a moraleval report directory"):
+            verify_report(tmp_path)
+        with pytest.raises(ReportError, match="does not exist"):
+            verify_report(tmp_path / "nope")
+
+    def test_cli_on_a_missing_folder(self, tmp_path: Path, capsys) -> None:
+        from moraleval import cli
+
+        code = cli.main(["verify", str(tmp_path / "nope")])
+        err = capsys.readouterr()
+        assert code != 0 and "does not exist" in err.err and "MISMATCH" not in err.out + err.err
+
+    def test_covers_every_rendered_file(self, setup) -> None:
+        out = _write(setup)
+        man = json.loads((out / "manifest.json").read_text())
+        assert {"report.json", "samples.jsonl", "report.md", "report.html", "plots/answer.svg"} <= set(man["outputs"])
+        (out / "report.md").write_text((out / "report.md").read_text().replace("0.", "9.", 1))
+        (out / "plots" / "answer.svg").unlink()
+        problems = "\n".join(verify_report(out))
+        assert "report.md changed" in problems and "answer.svg is missing" in problems
+
+    def test_rerender_keeps_the_manifest_valid(self, setup) -> None:
+        out = _write(setup)
+        (out / "report.html").write_text("edited")
+        assert verify_report(out)
+        rerender(out)
+        assert verify_report(out) == []
 
 
 def test_rerender_gives_same_md_and_html(setup) -> None:
@@ -164,23 +201,34 @@ def test_markdown_and_html_content(setup) -> None:
     out = _write(setup)
     md = (out / "report.md").read_text()
     assert "| metric | group | Q | IF | CoT | CoT2 |" in md
-    assert "## Comparisons" in md and "IF − Q" in md and "(holm)" in md
+    assert "| acc | all items | 0.375 [0.125, 0.500] (n = 8 items / 4 units) ⚠few_units |" in md
+    assert "## Comparisons" in md and "| IF − Q |" in md and "(holm)" in md and "| no detectable change |" in md
     assert "| dataset toy | missing target | 1 |" in md
-    assert "`acc = mean(pred == label)`" in md
-    assert "plots/answer-acc.svg" in md and "plots/answer-rho-scatter.svg" in md  # pearson scatter
-    for name in ("answer-acc.svg", "answer-rho.svg", "answer-rho-scatter.svg"):
-        assert (out / "plots" / name).read_text().startswith("<svg")
+    assert "**acc** = `mean(pred == label)`" in md
+    # one figure per task (small multiples) plus the pearson scatter; each also written as a file
+    assert "plots/answer.svg" in md and "plots/answer-rho-scatter.svg" in md
+    for name in ("answer.svg", "answer-rho-scatter.svg"):
+        svg = (out / "plots" / name).read_text()
+        assert svg.startswith("<svg") and 'role="img"' in svg and "<title" in svg
+    # the run context and one statement of the resampling unit, the same as in report.json and the estimates
+    report = json.loads((out / "report.json").read_text())
+    assert report["bootstrap"]["unit"] == {"answer": "q"} and report["tasks"]["answer"]["unit"] == "q"
+    assert {e["unit"] for e in report["estimates"]} == {"q"}
+    assert "| resampling unit, answer | q |" in md and "resampling units (q)" in md
+    assert "| data root |" in md and "moraleval 0.1.0" in md.replace("moraleval 0.1.0.dev", "moraleval 0.1.0")
+    assert "## Headline findings" in md and "No detectable change in acc from Q to IF" in md
     html = (out / "report.html").read_text()
-    assert html.count("<svg") == 3 and "src=" not in html and "<table>" in html  # self-contained
+    assert html.count("<figure><svg") == 2 and "src=" not in html and 'id="moraleval-data"' in html
+    assert "<script src" not in html and "http://" not in html.replace("http://www.w3.org", "")
 
 
 def test_report_from_hand_built_estimates_with_groups(setup) -> None:
     """Stubbed measurement (no measure.py needed): groups, undefined values, unordered input."""
     plan, backend, outcomes, tmp, _m = setup
     ests = [Estimate("acc", "answer", c, g, v, v - 0.1 if v is not None else None, v + 0.1 if v is not None else None,
-                     4, 2, "bca", 1000, "q")
+                     4, 2, "bca", 1000, "q", warnings=() if v is not None else ("0/0: no items to average",))
             for c in ("CoT", "Q") for g, v in (({"group": "old"}, 0.5), ({}, 0.25), ({"group": "young"}, None))]
-    comps = [ComparisonResult("acc", "answer", "CoT", "Q", {}, 0.1, -0.2, 0.4, "paired_t", 1.2, 0.0004, 0.0008,
+    comps = [ComparisonResult("acc", "answer", "CoT", "Q", {}, 0.3, 0.1, 0.4, "paired_t", 1.2, 0.0004, 0.0008,
                               "holm", 8)]
     meas = FakeMeasurement(tuple(ests), tuple(comps), {"answer": {"no target": 2}}, ())
     out = write_report(plan, meas, outcomes, out_dir=tmp / "stub", backend=backend)
@@ -189,9 +237,65 @@ def test_report_from_hand_built_estimates_with_groups(setup) -> None:
         ("Q", {}), ("Q", {"group": "old"}), ("Q", {"group": "young"}),
         ("CoT", {}), ("CoT", {"group": "old"}), ("CoT", {"group": "young"})]
     md = (out / "report.md").read_text()
-    assert "| acc | group=young | undefined | – | undefined | – |" in md
-    assert "<0.001" in md and "| measurement answer | no target | 2 |" in md
+    assert "| acc | group = young | undefined [no interval] (n = 4 items / 2 units) ⚠undefined, few_units | – |" in md
+    assert "undefined: 0/0: no items to average" in md  # the reason, in the warnings
+    assert "< 0.001" in md and "| measurement answer | no target | 2 |" in md
+    # a significant comparison is called a change, with both values and the correction
+    assert ("CoT raises acc from +0.250 [+0.150, +0.350] under Q to +0.250 [+0.150, +0.350]; the difference, "
+            "+0.300 [+0.100, +0.400], holds after holm correction (p = < 0.001).") in md
     assert verify_report(out) == []
+
+
+def test_flags_zero_width_degenerate_and_fallback(setup) -> None:
+    """The quick start's failure mode: one answer for every item, a zero-width interval, a missing join file."""
+    from moraleval.report.page import page_model
+
+    plan, backend, outcomes, tmp, _m = setup
+    out = _write(setup)
+    report = json.loads((out / "report.json").read_text())
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    for s in samples:
+        if s["condition"] == "Q":
+            s["readout"]["pred"] = 2
+    e = report["estimates"][0]
+    e["ci_low"] = e["ci_high"] = e["value"]
+    report["datasets"]["toy"]["joins"] = {"meta": {"file": "bbq/additional_metadata.csv", "present": False}}
+    page = page_model(report, samples)
+    codes = {f["code"] for f in page["flags_by_est"][0]}
+    assert {"zero_width", "degenerate_answers", "few_units"} <= codes
+    assert any("answered (c) in 8/8 items" in w for w in page["general_warnings"])
+    assert any("fallback rule" in w and "additional_metadata.csv" in w for w in page["general_warnings"])
+    q = next(d for d in page["answer_distribution"] if d["condition"] == "Q")
+    assert q["degenerate"] and q["counts"] == {"2": 8}
+    # flags from the measure stage (#13's contract) are kept and not duplicated
+    e["flags"] = [{"code": "few_units", "message": "only 4 units (measure)"}]
+    assert [f["message"] for f in page_model(report, samples)["flags_by_est"][0] if f["code"] == "few_units"] == \
+        ["only 4 units (measure)"]
+    # a given answer_distribution (#13) is used as is
+    report["answer_distribution"] = [{"task": "answer", "condition": "Q", "model": None, "n": 8, "counts": {"0": 8}}]
+    assert page_model(report, samples)["answer_distribution"][0]["cells"][0]["answer"] == "(a)"
+
+
+def test_several_models_get_a_model_dimension(setup) -> None:
+    """Reports with a `model` key on estimates and samples (#11) show it in the tables, figures and browser."""
+    out = _write(setup)
+    report = json.loads((out / "report.json").read_text())
+    report["estimates"] = [dict(e, model=m) for m in ("small", "big") for e in report["estimates"]]
+    report["comparisons"] = [dict(c, model=m) for m in ("small", "big") for c in report["comparisons"]]
+    (out / "report.json").write_text(dumps_json(report) + "\n")
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    (out / "samples.jsonl").write_text("".join(dumps_json(dict(json.loads(x), model=m), indent=None) + "\n"
+                                               for m in ("small", "big") for x in lines))
+    rerender(out)
+    md = (out / "report.md").read_text()
+    assert "| metric | group | model | Q | IF | CoT | CoT2 |" in md and "| acc | all items | big |" in md
+    assert "No detectable change in acc for big from Q to IF" in md
+    assert "| answer | Q | small | 8 |" in md
+    svg = (out / "plots" / "answer.svg").read_text()
+    assert "small" in svg and "big" in svg  # models on the x-axis (tick labels as text in <desc>)
+    html = (out / "report.html").read_text()
+    data = json.loads(html.split('id="moraleval-data">', 1)[1].split("</script>", 1)[0])
+    assert data["models"] == ["small", "big"] and len(data["rows"]) == 2 * len(lines)
 
 
 def test_float_serialisation() -> None:

@@ -9,9 +9,11 @@ Files (default directory ``reports/<spec file stem>/``):
   (``backend.render(prompt)`` where the backend has it, else the Prompt's JSON), generated texts, choice
   log-probs, the readout (probabilities / answer) and the item's row values.
 - ``manifest.json``: sha256 of the spec, its imports, every data file, every model file named in the backend
-  identity; versions; seeds; backend identity; sha256 of report.json and samples.jsonl; and, apart, a
+  identity; versions; seeds; backend identity; sha256 of every file the report writes (report.json,
+  samples.jsonl, report.md, report.html, plots/*.svg); and, apart, a
   ``not_hashed`` section with start/end time and run statistics.
-- ``report.md``, ``report.html`` (self-contained, inline SVG) and ``plots/*.svg``: rendered from report.json and
+- ``report.md``, ``report.html`` (self-contained, inline SVG, the sample browser) and ``plots/*.svg``: rendered by
+  ``moraleval.report.render`` from report.json, manifest.json and
   samples.jsonl only, so :func:`rerender` rebuilds them without running anything.
 
 Determinism: report.json and samples.jsonl hold nothing time- or machine-dependent (the spec is named by file
@@ -24,7 +26,6 @@ differences of numpy reductions; ``-0.0`` is written ``0.0``; non-finite floats 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
 import os
@@ -189,6 +190,13 @@ def _dropped(plan: Plan) -> dict[str, Any]:
     return {name: info.get("dropped", {}) for name, info in plan.datasets.items() if isinstance(info, Mapping)}
 
 
+def _unit_label(plan: Plan, task: str) -> str:
+    """The task's resampling unit as the measure stage names it (``row`` when every item is its own unit)."""
+    info = plan.tasks.get(task) or {}
+    cols = (info.get("unit") if isinstance(info, Mapping) else None) or list(plan.bootstrap.unit)
+    return ",".join(str(c) for c in cols if c != "row_id") or "row"
+
+
 def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOutcome],
                  identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The content of report.json (plain data; serialise with :func:`dumps_json`)."""
@@ -220,6 +228,7 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
             "conditions": conds.get(t, []),
             "items": len(t_items),
             "items_answered": sum(1 for i in t_items if i.request in outcomes),
+            "unit": _unit_label(plan, t),
         }
     return {
         "format": REPORT_FORMAT,
@@ -232,7 +241,8 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
         "tasks": task_info,
         "metrics": [{"name": m.name, "task": m.task, "formula": m.formula, "doc": m.doc, "expr": m.expr}
                     for m in plan.metrics],
-        "bootstrap": attrs.asdict(plan.bootstrap),
+        # one statement of the resampling unit per task, the same string as every estimate's `unit`
+        "bootstrap": {**attrs.asdict(plan.bootstrap), "unit": {t: _unit_label(plan, t) for t in tasks}},
         "estimates": sorted(estimates, key=est_key),
         "comparisons": sorted(comparisons, key=cmp_key),
         "dropped": {"datasets": _dropped(plan), "measurement": jsonable(getattr(measurement, "dropped", None))},
@@ -453,9 +463,12 @@ def write_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
     manifest = _build_manifest(plan, identity, backend,
                                {REPORT_JSON: _sha256_bytes(report_bytes), SAMPLES_JSONL: _sha256_bytes(samples_bytes)},
                                not_hashed)
+    # render from the bytes just written, exactly as rerender() will read them back; the manifest hashes
+    # every file the report writes (report.md, report.html and the figures included)
+    rendered = _render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()],
+                             json.loads(dumps_json(manifest)), samples_bytes=len(samples_bytes))
+    manifest["outputs"].update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in rendered})
     _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
-    # render from the bytes just written, exactly as rerender() will read them back
-    _render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()])
     return out
 
 
@@ -475,11 +488,23 @@ def _load(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def rerender(out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Re-render report.md, report.html and plots/ from report.json and samples.jsonl (nothing is run);
-    returns the files written."""
+    """Re-render report.md, report.html and plots/ from report.json, samples.jsonl and manifest.json (nothing is
+    run) and record their new hashes in the manifest; returns the files written."""
     out = Path(out_dir)
     report, samples = _load(out)
-    return _render_files(out, report, samples)
+    manifest = None
+    try:
+        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    size = (out / SAMPLES_JSONL).stat().st_size if (out / SAMPLES_JSONL).exists() else None
+    written = _render_files(out, report, samples, manifest, samples_bytes=size)
+    if manifest is not None:
+        outputs = {k: v for k, v in (manifest.get("outputs") or {}).items() if k in (REPORT_JSON, SAMPLES_JSONL)}
+        outputs.update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in written})
+        manifest["outputs"] = outputs
+        _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
+    return written
 
 
 def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -489,10 +514,14 @@ def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLi
     ``data_root`` looks for the data files there instead of the data root recorded in the manifest (data that
     moved, another machine)."""
     out = Path(out_dir)
+    if not out.is_dir():
+        raise ReportError(f"{out} does not exist (or is not a directory): there is no report to verify",
+                          hint="pass the directory `moraleval run` wrote, e.g. reports/<spec name>/")
     try:
         manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return [f"{out / MANIFEST_JSON} is missing"]
+        raise ReportError(f"{out} has no {MANIFEST_JSON}: it is not a moraleval report directory, so nothing "
+                          "can be verified", hint="pass the directory `moraleval run` wrote") from None
     except json.JSONDecodeError as exc:
         return [f"{out / MANIFEST_JSON} is not valid JSON: {exc}"]
     problems: list[str] = []
@@ -521,130 +550,7 @@ def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLi
     return problems
 
 
-# -- rendering (md / html / plots) from report.json + samples -------------------------------------------------
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    return f"{v:.{digits}f}"
-
-
-def _fmt_p(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    return "<0.001" if v < 0.001 else f"{v:.3f}"
-
-
-def _group_label(group: Mapping[str, Any] | None) -> str:
-    if not group:
-        return "all"
-    return ", ".join(f"{k}={v}" for k, v in sorted(group.items()))
-
-
-def _flag_marker(x: Mapping[str, Any]) -> str:
-    """" ⚠ few_units, zero_width" beside a flagged number (the messages are in the Warnings list)."""
-    codes = [f.get("code", "") for f in x.get("flags") or () if isinstance(f, Mapping)]
-    codes = [c for c in dict.fromkeys(codes) if c != "undefined"]
-    return f" ⚠ {', '.join(codes)}" if codes else ""
-
-
-def _flag_rows(report: Mapping[str, Any]) -> list[str]:
-    """One line per flag: where (task, metric, condition or comparison, group), code and reason."""
-    out = []
-    for e in report.get("estimates", []):
-        for f in e.get("flags") or ():
-            out.append(f"{e.get('task')} · {e.get('metric')} · {e.get('condition')} · {_group_label(e.get('group'))}: "
-                       f"{f.get('code')}: {f.get('message')}")
-    for c in report.get("comparisons", []):
-        for f in c.get("flags") or ():
-            out.append(f"{c.get('task')} · {c.get('metric')} · {c.get('treatment')} − {c.get('baseline')} · "
-                       f"{_group_label(c.get('group'))}: {f.get('code')}: {f.get('message')}")
-    return out
-
-
-def _undefined_reason(x: Mapping[str, Any]) -> str:
-    for f in x.get("flags") or ():
-        if isinstance(f, Mapping) and f.get("code") == "undefined":
-            return str(f.get("message", ""))
-    return "; ".join(x.get("warnings") or ())
-
-
-def _cell(e: Mapping[str, Any]) -> str:
-    if e.get("value") is None:
-        why = _undefined_reason(e)
-        return f"undefined ({why})" if why else "undefined"
-    return f"{_fmt(e['value'])} [{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}]" + _flag_marker(e)
-
-
-def _task_tables(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]], dict[str, Any]]]:
-    """Per task: (task, header, rows, meta) with rows metric × group and columns the conditions."""
-    out = []
-    for task, info in report.get("tasks", {}).items():
-        conds = list(info.get("conditions", []))
-        ests = [e for e in report.get("estimates", []) if e.get("task") == task]
-        for e in ests:
-            if e.get("condition") not in conds:
-                conds.append(e.get("condition"))
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for e in ests:
-            rows.setdefault((e.get("metric"), _group_label(e.get("group"))), {})[e.get("condition")] = e
-        header = ["metric", "group"] + conds
-        body = []
-        for (metric, group), by_cond in rows.items():
-            body.append([metric, group] + [_cell(by_cond[c]) if c in by_cond else "–" for c in conds])
-        meta = {}
-        if ests:
-            e0 = ests[0]
-            meta = {"method": e0.get("method"), "resamples": e0.get("resamples"), "unit": e0.get("unit"),
-                    "level": e0.get("level")}
-        out.append((task, header, body, meta))
-    return out
-
-
-def _comparison_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["task", "metric", "group", "comparison", "effect [CI]", "test", "p", "p adjusted", "n"]
-    rows = []
-    for c in report.get("comparisons", []):
-        effect = "undefined" if c.get("effect") is None else \
-            f"{_fmt(c['effect'])} [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}]" + _flag_marker(c)
-        rows.append([c.get("task", ""), c.get("metric", ""), _group_label(c.get("group")),
-                     f"{c.get('treatment')} − {c.get('baseline')}", effect, str(c.get("test", "")),
-                     _fmt_p(c.get("p_value")), f"{_fmt_p(c.get('p_adjusted'))} ({c.get('correction', '')})",
-                     str(c.get("n", ""))])
-    return header, rows
-
-
-def _dropped_rows(report: Mapping[str, Any]) -> list[list[str]]:
-    rows = []
-    dropped = report.get("dropped", {})
-    for name, reasons in (dropped.get("datasets") or {}).items():
-        for reason, n in (reasons or {}).items() if isinstance(reasons, Mapping) else []:
-            rows.append([f"dataset {name}", str(reason), str(n)])
-    meas = dropped.get("measurement")
-    if isinstance(meas, Mapping):
-        def walk(prefix: str, obj: Any) -> None:
-            if isinstance(obj, Mapping):
-                for k, v in obj.items():
-                    walk(f"{prefix} / {k}" if prefix else str(k), v)
-            else:
-                where, _, reason = prefix.rpartition(" / ")
-                rows.append([f"measurement {where}".strip(), reason, str(obj)])
-        walk("", meas)
-    elif isinstance(meas, list):
-        for entry in meas:
-            rows.append(["measurement", json.dumps(entry, sort_keys=True, ensure_ascii=False), ""])
-    return rows
-
-
-# --- expression evaluation for plots (per item; aggregate calls are not supported) ---
+# -- per-item expression evaluation for the figures (aggregate calls are not supported) ----------------------
 
 class _NotEvaluable(Exception):
     pass
@@ -749,12 +655,6 @@ def _sample_env(s: Mapping[str, Any]) -> dict[str, Any]:
     return env
 
 
-def _expanded_md(m: Mapping[str, Any]) -> str:
-    """The formula with every metric reference and parameter inlined, when it differs from the written one."""
-    expanded = _expr_source(m.get("expr") or {})
-    return f"\n  expanded: `{expanded}`" if expanded != m.get("formula") else ""
-
-
 def _expr_source(e: Mapping[str, Any]) -> str:
     try:
         from moraleval import exprjson
@@ -764,185 +664,18 @@ def _expr_source(e: Mapping[str, Any]) -> str:
         return json.dumps(e, sort_keys=True)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+def _render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                  manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None) -> list[Path]:
+    from moraleval.report.render import render_pages
 
-
-def _plots(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """(task, file name, caption, svg) for every figure."""
-    from moraleval import plots
-
-    figs = []
-    metric_formula = {(m["task"], m["name"]): m.get("formula", "") for m in report.get("metrics", [])}
-    for task, info in report.get("tasks", {}).items():
-        conds = list(info.get("conditions", []))
-        ests = [e for e in report.get("estimates", []) if e.get("task") == task]
-        metrics = list(dict.fromkeys(e.get("metric") for e in ests))
-        for metric in metrics:
-            series: dict[str, dict[str, tuple[Any, Any, Any]]] = {}
-            for e in ests:
-                if e.get("metric") != metric or isinstance(e.get("value"), str):
-                    continue
-                lo, hi = e.get("ci_low"), e.get("ci_high")
-                series.setdefault(_group_label(e.get("group")), {})[e.get("condition")] = (
-                    e.get("value"), lo if not isinstance(lo, str) else None, hi if not isinstance(hi, str) else None)
-            if not any(v[0] is not None for s in series.values() for v in s.values()):
-                continue
-            if len(series) > 8 and "all" in series:
-                series = {"all": series["all"]}
-            svg = plots.estimate_bars(f"{task}: {metric}", conds, series, ylabel=metric)
-            figs.append((task, f"{_slug(task)}-{_slug(metric)}.svg",
-                         f"{metric} = {metric_formula.get((task, metric), '')} per condition, "
-                         f"with {round((ests[0].get('level') or 0.95) * 100)}% CI", svg))
-    for m in report.get("metrics", []):
-        task = m.get("task")
-        for call in _find_calls(m.get("expr"), "pearson"):
-            args = call.get("args") or []
-            if len(args) != 2:
-                continue
-            y_expr, x_expr = args
-            where = call.get("where")
-            conds = list(report.get("tasks", {}).get(task, {}).get("conditions", []))
-            by_cond: dict[str, dict[str, list[tuple[float, float]]]] = {c: {} for c in conds}
-            ok = True
-            for s in samples:
-                if s.get("task") != task:
-                    continue
-                env = _sample_env(s)
-                try:
-                    if where is not None and not _eval(where, env):
-                        continue
-                    y, x = float(_eval(y_expr, env)), float(_eval(x_expr, env))
-                except (_NotEvaluable, TypeError, ValueError):
-                    ok = False
-                    break
-                by_cond.setdefault(s["condition"], {}).setdefault(str(s.get("unit")), []).append((x, y))
-            if not ok or not any(by_cond.values()):
-                continue
-            per_unit = any(len(v) > 1 for units in by_cond.values() for v in units.values())
-            points = {c: [(sum(p[0] for p in v) / len(v), sum(p[1] for p in v) / len(v)) if per_unit else v[0]
-                          for v in units.values()] for c, units in by_cond.items()}
-            unit = ",".join(report.get("bootstrap", {}).get("unit") or []) or "unit"
-            note = f"mean per {unit}" if per_unit else "one point per item"
-            svg = plots.scatter_by_condition(f"{task}: {m['name']} = {m.get('formula', '')}", _expr_source(x_expr),
-                                             _expr_source(y_expr), points, note=note)
-            figs.append((task, f"{_slug(task)}-{_slug(m['name'])}-scatter.svg",
-                         f"{_expr_source(y_expr)} vs {_expr_source(x_expr)} per condition ({note})", svg))
-    return figs
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def esc(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[Path]:
-    figs = _plots(report, samples)
+    files = render_pages(report, samples, manifest, samples_bytes=samples_bytes)
     written = []
-    for _task, name, _caption, svg in figs:
-        written.append(out / "plots" / name)
-        _write_atomic(written[-1], svg.encode("utf-8"))
-    _write_atomic(out / "report.md", render_markdown(report, figs).encode("utf-8"))
-    _write_atomic(out / "report.html", render_html(report, figs).encode("utf-8"))
-    return [out / "report.md", out / "report.html", *written]
-
-
-def _header_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
-    spec = report.get("spec", {})
-    model = report.get("model") or {}
-    boot = report.get("bootstrap", {})
-    counts = report.get("counts", {})
-    ident = model.get("identity")
-    return [
-        ("spec", f"{spec.get('file')} (sha256 {str(spec.get('sha256'))[:16]}…)"),
-        ("model", json.dumps(ident, sort_keys=True, ensure_ascii=False) if ident is not None else "–"),
-        ("bootstrap", f"B = {boot.get('resamples')} resamples of {','.join(boot.get('unit') or []) or 'item'}, "
-                      f"{boot.get('method')}, level {boot.get('level')}, seed {boot.get('seed')}"),
-        ("items", f"{counts.get('items_answered')} of {counts.get('items')} answered "
-                  f"({counts.get('requests_answered')} of {counts.get('requests')} requests)"),
-    ]
-
-
-def render_markdown(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str, str]]) -> str:
-    parts = [f"# {report.get('study', 'moraleval report')}", ""]
-    parts += [f"- **{k}**: {v}" for k, v in _header_lines(report)]
-    formulas = {m["task"]: [] for m in report.get("metrics", [])}
-    for m in report.get("metrics", []):
-        formulas[m["task"]].append(m)
-    for task, header, rows, meta in _task_tables(report):
-        parts += ["", f"## Task `{task}`", ""]
-        if rows:
-            parts.append(_md_table(header, rows))
-            parts += ["", f"Cells: value [{round((meta.get('level') or 0.95) * 100)}% CI], {meta.get('method')} "
-                          f"bootstrap, B = {meta.get('resamples')}, unit {meta.get('unit')}."]
-        else:
-            parts.append("No estimates.")
-        if formulas.get(task):
-            parts += ["", "Metrics (as written, then expanded to what was computed):", ""] + [
-                f"- `{m['name']} = {m.get('formula', '')}`" + (f" — {m['doc']}" if m.get("doc") else "")
-                + _expanded_md(m) for m in formulas[task]]
-        for t, name, caption, _svg in figs:
-            if t == task:
-                parts += ["", f"![{caption}](plots/{name})"]
-    header, rows = _comparison_rows(report)
-    parts += ["", "## Comparisons", "", _md_table(header, rows) if rows else "None."]
-    flagged = _flag_rows(report)
-    if flagged:
-        parts += ["", "## Warnings", "", "⚠ marks a number to read with care:", ""] + [f"- {w}" for w in flagged]
-    drows = _dropped_rows(report)
-    parts += ["", "## Dropped rows", "", _md_table(["where", "reason", "n"], drows) if drows else "None."]
-    return "\n".join(parts).rstrip() + "\n"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;
-font-variant-numeric:tabular-nums}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2rem}
-figure{margin:1rem 0}figcaption{font-size:.85rem;color:#555}dt{font-weight:600}"""
-
-
-def render_html(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str, str]]) -> str:
-    e = html.escape
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>{e(str(report.get('study', 'moraleval report')))}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{e(str(report.get('study', 'moraleval report')))}</h1><dl>"]
-    parts += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _header_lines(report)]
-    parts.append("</dl>")
-    for task, header, rows, meta in _task_tables(report):
-        parts.append(f"<h2>Task <code>{e(task)}</code></h2>")
-        if rows:
-            parts.append(_html_table(header, rows))
-            parts.append(f"<p>Cells: value [{round((meta.get('level') or 0.95) * 100)}% CI], {e(str(meta.get('method')))} "
-                         f"bootstrap, B = {e(str(meta.get('resamples')))}, unit {e(str(meta.get('unit')))}.</p>")
-        else:
-            parts.append("<p>No estimates.</p>")
-        ms = [m for m in report.get("metrics", []) if m.get("task") == task]
-        if ms:
-            parts.append("<ul>" + "".join(f"<li><code>{e(m['name'])} = {e(m.get('formula', ''))}</code>"
-                                          + (f" — {e(m['doc'])}" if m.get("doc") else "")
-                                          + (f"<br>expanded: <code>{e(_expr_source(m['expr']))}</code>"
-                                             if _expr_source(m.get("expr") or {}) != m.get("formula") else "")
-                                          + "</li>" for m in ms)
-                         + "</ul>")
-        for t, _name, caption, svg in figs:
-            if t == task:
-                parts.append(f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>")
-    header, rows = _comparison_rows(report)
-    parts.append("<h2>Comparisons</h2>" + (_html_table(header, rows) if rows else "<p>None.</p>"))
-    flagged = _flag_rows(report)
-    if flagged:
-        parts.append("<h2>Warnings</h2><p>⚠ marks a number to read with care:</p><ul>"
-                     + "".join(f"<li>{e(w)}</li>" for w in flagged) + "</ul>")
-    drows = _dropped_rows(report)
-    parts.append("<h2>Dropped rows</h2>" + (_html_table(["where", "reason", "n"], drows) if drows else "<p>None.</p>"))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    plots = out / "plots"
+    if plots.is_dir():  # figures of an earlier rendering that this one does not draw
+        for old in plots.glob("*.svg"):
+            if f"plots/{old.name}" not in {k.replace(os.sep, "/") for k in files}:
+                old.unlink()
+    for name in ("report.md", "report.html", *sorted(k for k in files if k.startswith("plots"))):
+        written.append(out / name)
+        _write_atomic(written[-1], files[name])
+    return written

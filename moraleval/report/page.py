@@ -1,0 +1,503 @@
+"""What the report pages say, computed from report.json, samples.jsonl and the manifest (pure functions).
+
+The Markdown and HTML templates only lay this out, so both say the same things: the run context, the headline
+sentences, the per-estimate flags and the warnings, the answer distributions, the tables and the formulas.
+Everything here reads report.json with ``.get`` and defaults, so a report written before the ``model``,
+``flags``, ``n_units`` and ``answer_distribution`` fields existed still renders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = ["ALPHA", "DEGENERATE_SHARE", "FEW_UNITS", "EMBED_MAX_ROWS", "EMBED_MAX_BYTES", "page_model",
+           "fmt", "fmt_signed", "fmt_p", "group_label", "answer_of", "models_of", "unit_label"]
+
+ALPHA = 0.05  # a comparison is called a change only when its adjusted p is below this and its CI excludes 0
+DEGENERATE_SHARE = 0.9  # one answer in at least this share of a cell's items: the answer distribution is degenerate
+FEW_UNITS = 10  # fewer resampling units than this: the bootstrap interval is not trustworthy
+EMBED_MAX_ROWS = 25_000  # samples embedded in report.html up to this many rows ...
+EMBED_MAX_BYTES = 48 * 1024 * 1024  # ... and this size of samples.jsonl; above, `moraleval view DIR` serves them
+
+
+# -- formatting -----------------------------------------------------------------------------------------------
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if v in ("nan", "inf", "-inf"):
+        return float(v)
+    return None
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    x = _num(v)
+    if x is None:
+        return "–" if v is None else str(v)
+    if isinstance(v, int):
+        return str(v)
+    if math.isnan(x):
+        return "undefined"
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def fmt_signed(v: Any, digits: int = 3) -> str:
+    x = _num(v)
+    if x is None or math.isnan(x):
+        return fmt(v, digits)
+    return (f"{x:+.{digits}f}").replace("-", "−")
+
+
+def fmt_p(v: Any) -> str:
+    x = _num(v)
+    if x is None:
+        return "–"
+    return "< 0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def fmt_ci(lo: Any, hi: Any, signed: bool = False) -> str:
+    f = fmt_signed if signed else fmt
+    if _num(lo) is None or _num(hi) is None:
+        return "[no interval]"
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def fmt_bytes(n: Any) -> str:
+    if not isinstance(n, int):
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)  # pragma: no cover
+
+
+def group_label(group: Mapping[str, Any] | None) -> str:
+    if not group:
+        return "all items"
+    return ", ".join(f"{k} = {v}" for k, v in sorted(group.items()))
+
+
+def unit_label(cols: Any) -> str:
+    """The resampling unit as the estimates state it: ``a,b`` (``row`` when every item is its own unit)."""
+    if isinstance(cols, str):
+        return cols or "row"
+    return ",".join(str(c) for c in (cols or []) if c != "row_id") or "row"
+
+
+def answer_of(sample: Mapping[str, Any]) -> Any:
+    readout = sample.get("readout") or {}
+    return readout.get(sample.get("choice")) if isinstance(readout, Mapping) else None
+
+
+def models_of(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    names: list[str] = []
+    for e in list(report.get("estimates", [])) + list(report.get("comparisons", [])):
+        m = e.get("model")
+        if m is not None and m not in names:
+            names.append(m)
+    for s in samples:
+        m = s.get("model")
+        if m is not None and m not in names:
+            names.append(m)
+    return names
+
+
+# -- the run context ------------------------------------------------------------------------------------------
+
+def _identities(report: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One entry per model: name, backend, the identity's scalar settings, its files (with sizes)."""
+    out = []
+    models = report.get("models")
+    if isinstance(models, Mapping):  # several models (the multi-model report)
+        entries = [(name, m) for name, m in models.items()]
+    else:
+        m = report.get("model")
+        settings = ((manifest or {}).get("backend") or {}).get("settings") or {}
+        declared = [k for k, v in settings.items() if isinstance(v, Mapping) and v.get("default")] or list(settings)
+        name = (models_of(report) or [None])[0] or (m or {}).get("name") or (declared[0] if declared else "model")
+        entries = [(name, m)] if m else []
+    man_files = (manifest or {}).get("model_files") or {}
+    for name, m in entries:
+        m = m or {}
+        ident = m.get("identity") if isinstance(m.get("identity"), Mapping) else m
+        ident = ident if isinstance(ident, Mapping) else {}
+        settings = {}
+        for k, v in sorted(ident.items()):  # scalars, and one level of nested settings (e.g. model.name)
+            if isinstance(v, (str, int, float, bool)) and k != "backend":
+                settings[k] = v
+            elif isinstance(v, Mapping):
+                settings.update({(kk if k == "settings" else f"{k}.{kk}"): vv for kk, vv in sorted(v.items())
+                                 if isinstance(vv, (str, int, float, bool))})
+        files = []
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, Mapping):
+                fs = obj.get("files")
+                if isinstance(fs, Mapping):
+                    for p, sha in fs.items():
+                        if isinstance(sha, str):
+                            full = next((k for k in man_files if k == p or k.endswith(os.sep + str(p))), p)
+                            try:
+                                size = os.path.getsize(full) if os.path.isabs(full) else None
+                            except OSError:
+                                size = None
+                            files.append({"path": str(p), "sha256": sha,
+                                          "size": fmt_bytes(size) if size is not None else "not recorded"})
+                for k, v in obj.items():
+                    if k != "files":
+                        walk(v)
+        walk(ident)
+        out.append({"name": name, "backend": ident.get("backend") or m.get("backend") or "–",
+                    "key": str(m.get("key") or "")[:12], "settings": settings, "files": files})
+    return out
+
+
+def _context(report: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    man = manifest or {}
+    nh = man.get("not_hashed") or {}
+    versions = man.get("versions") or {}
+    spec = report.get("spec") or {}
+    data_files = sorted((man.get("data_files") or {}).items())
+    datasets = report.get("datasets") or {}
+    return {
+        "spec": spec.get("file"), "spec_sha": str(spec.get("sha256") or "")[:16],
+        "imports": sorted((spec.get("imports") or {}).keys()),
+        "date": (nh.get("finished") or "")[:19].replace("T", " ") + (" UTC" if nh.get("finished") else ""),
+        "started": (nh.get("started") or "")[:19].replace("T", " "),
+        "versions": [(k, v) for k, v in versions.items() if v],
+        "data_root": man.get("data_root"),
+        "data_files": [{"path": p, "sha256": h[:16]} for p, h in data_files],
+        "datasets": [{"name": k, "rows": v.get("rows"), "rows_read": v.get("rows_read"),
+                      "files": ", ".join(v.get("files") or [])} for k, v in datasets.items()
+                     if isinstance(v, Mapping)],
+        "models": _identities(report, manifest),
+        "params": report.get("params") or {},
+    }
+
+
+# -- answer distributions -------------------------------------------------------------------------------------
+
+def answer_distribution(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """report.json's ``answer_distribution`` when it has one, else counted from the samples: per task ×
+    condition (× model), how often each answer was read out."""
+    given = report.get("answer_distribution")
+    if isinstance(given, list) and given:
+        return [dict(d) for d in given]
+    cells: dict[tuple, dict[str, Any]] = {}
+    for s in samples:
+        if (s.get("readout") or {}).get("status", "ok") != "ok":
+            continue
+        key = (s.get("task"), s.get("condition"), s.get("model"))
+        d = cells.setdefault(key, {"task": key[0], "condition": key[1], "model": key[2], "n": 0, "counts": {}})
+        a = json.dumps(answer_of(s), ensure_ascii=False) if not isinstance(answer_of(s), str) else answer_of(s)
+        d["counts"][a] = d["counts"].get(a, 0) + 1
+        d["n"] += 1
+    order = _cond_order(report)
+    return sorted(cells.values(), key=lambda d: (_ix(list(report.get("tasks", {})), d["task"]),
+                                                 _ix(order.get(d["task"], []), d["condition"]), str(d["model"])))
+
+
+def _ix(seq: Sequence[Any], v: Any) -> tuple[int, str]:
+    return (seq.index(v), "") if v in seq else (len(seq), str(v))
+
+
+def _cond_order(report: Mapping[str, Any]) -> dict[str, list[str]]:
+    return {t: list(info.get("conditions", [])) for t, info in (report.get("tasks") or {}).items()}
+
+
+def _choice_labels(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per task: answer value (as written in the distribution) -> the option's text, e.g. 2 -> "(c)"."""
+    out: dict[str, dict[str, str]] = {}
+    for s in samples:
+        t = out.setdefault(s.get("task"), {})
+        for v, c in zip(s.get("choice_values") or [], s.get("choices") or []):
+            k = v if isinstance(v, str) else json.dumps(v)
+            t.setdefault(k, str(c).strip())
+    return out
+
+
+# -- flags and warnings ---------------------------------------------------------------------------------------
+
+def _flag(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def _degenerate(dists: Sequence[Mapping[str, Any]], labels: Mapping[str, Mapping[str, str]]) -> dict[tuple, str]:
+    out = {}
+    for d in dists:
+        n = d.get("n") or 0
+        counts = d.get("counts") or {}
+        if not n or not counts:
+            continue
+        top, k = max(counts.items(), key=lambda kv: kv[1])
+        if k / n >= DEGENERATE_SHARE:
+            label = labels.get(d.get("task"), {}).get(top, top)
+            who = f" ({d['model']})" if d.get("model") else ""
+            out[(d.get("task"), d.get("condition"), d.get("model"))] = (
+                f"degenerate answers: under {d.get('condition')}{who} the model answered {label} in {k}/{n} items, "
+                "so this estimate reflects one fixed answer rather than the items' content")
+    return out
+
+
+def estimate_flags(e: Mapping[str, Any], degenerate: Mapping[tuple, str]) -> list[dict[str, str]]:
+    """The estimate's own ``flags`` (from the measure stage) plus the report's checks, one per code."""
+    flags = [dict(f) for f in (e.get("flags") or []) if isinstance(f, Mapping)]
+    have = {f.get("code") for f in flags}
+
+    def add(code: str, msg: str) -> None:
+        if code not in have:
+            flags.append(_flag(code, msg))
+            have.add(code)
+
+    value = e.get("value", e.get("effect"))
+    if value is None or _num(value) is None or math.isnan(_num(value) or 0.0):
+        reason = "; ".join(e.get("warnings") or []) or "no reason recorded"
+        add("undefined", f"undefined: {reason}")
+    lo, hi = _num(e.get("ci_low")), _num(e.get("ci_high"))
+    if lo is not None and hi is not None and lo == hi and _num(value) is not None:
+        add("zero_width", "zero-width interval: every resample gave the same value, which says the items do not "
+                          "vary, not that the value is known precisely")
+    n_units = e.get("n_units")
+    if isinstance(n_units, int) and n_units < FEW_UNITS:
+        add("few_units", f"only {n_units} resampling unit(s): the bootstrap interval is unreliable")
+    msg = degenerate.get((e.get("task"), e.get("condition"), e.get("model")))
+    if msg and "condition" in e:
+        add("degenerate_answers", msg)
+    for w in e.get("warnings") or []:
+        if not any(w in f.get("message", "") for f in flags):
+            flags.append(_flag("warning", str(w)))
+    return flags
+
+
+def _fallback_warnings(report: Mapping[str, Any]) -> list[str]:
+    out = []
+    for name, info in (report.get("datasets") or {}).items():
+        for jname, j in ((info or {}).get("joins") or {}).items() if isinstance(info, Mapping) else []:
+            if isinstance(j, Mapping) and j.get("present") is False:
+                f = str(j.get("file", ""))
+                extra = (" The BBQ bias targets were therefore derived with the fallback rule (from the answer "
+                         "groups), not from additional_metadata.csv.") if "additional_metadata" in f else ""
+                out.append(f"dataset {name}: the optional file {f} (join '{jname}') was absent, so columns "
+                           f"that depend on it came from the spec's fallback.{extra}")
+            elif isinstance(j, Mapping) and j.get("unmatched"):
+                out.append(f"dataset {name}: {j['unmatched']} row(s) had no match in {j.get('file')} "
+                           f"(join '{jname}')")
+    return out
+
+
+# -- headline sentences ---------------------------------------------------------------------------------------
+
+def _est_index(report: Mapping[str, Any]) -> dict[tuple, int]:
+    return {(e.get("task"), e.get("metric"), e.get("condition"), json.dumps(e.get("group") or {}, sort_keys=True),
+             e.get("model")): i for i, e in enumerate(report.get("estimates", []))}
+
+
+def comparison_verdict(c: Mapping[str, Any], alpha: float = ALPHA) -> str:
+    """"change" only when the interval excludes 0 and the (adjusted) p is below alpha; else "none"."""
+    eff, lo, hi = _num(c.get("effect")), _num(c.get("ci_low")), _num(c.get("ci_high"))
+    p = _num(c.get("p_adjusted", c.get("p_value")))
+    if eff is None or math.isnan(eff):
+        return "undefined"
+    excl = lo is not None and hi is not None and (lo > 0 or hi < 0)
+    if p is None:
+        return "change" if excl else "none"
+    return "change" if excl and p < alpha else "none"
+
+
+def _headlines(report: Mapping[str, Any], flags_by_est: Sequence[list[dict[str, str]]]) -> list[dict[str, Any]]:
+    ests = report.get("estimates", [])
+    idx = _est_index(report)
+    lines = []
+    for ci, c in enumerate(report.get("comparisons", [])):
+        g = json.dumps(c.get("group") or {}, sort_keys=True)
+        kt = idx.get((c.get("task"), c.get("metric"), c.get("treatment"), g, c.get("model")))
+        kb = idx.get((c.get("task"), c.get("metric"), c.get("baseline"), g, c.get("model")))
+        et, eb = (ests[kt] if kt is not None else {}), (ests[kb] if kb is not None else {})
+        who = f" for {c['model']}" if c.get("model") else ""
+        where = f" ({group_label(c.get('group'))})" if c.get("group") else ""
+        metric = f"{c.get('metric')}{where}"
+        vt = f"{fmt_signed(et.get('value'))} {fmt_ci(et.get('ci_low'), et.get('ci_high'), True)}" if et else "?"
+        vb = f"{fmt_signed(eb.get('value'))} {fmt_ci(eb.get('ci_low'), eb.get('ci_high'), True)}" if eb else "?"
+        d = f"{fmt_signed(c.get('effect'))} {fmt_ci(c.get('ci_low'), c.get('ci_high'), True)}"
+        corr = c.get("correction") or "no"
+        p = fmt_p(c.get("p_adjusted", c.get("p_value")))
+        verdict = comparison_verdict(c)
+        caveat = ""
+        bad = {f["code"] for k in (kt, kb) if k is not None for f in flags_by_est[k]} & {
+            "degenerate_answers", "zero_width", "few_units", "undefined"}
+        if bad:
+            caveat = " Caveat: " + ", ".join(sorted(b.replace("_", " ") for b in bad)) + " (see the warnings)."
+        if verdict == "change":
+            verb = "raises" if (_num(c.get("effect")) or 0) > 0 else "lowers"
+            text = (f"{c.get('treatment')} {verb} {metric}{who} from {vb} under {c.get('baseline')} to {vt}; "
+                    f"the difference, {d}, holds after {corr} correction (p = {p}).")
+        elif verdict == "none":
+            text = (f"No detectable change in {metric}{who} from {c.get('baseline')} to {c.get('treatment')}: "
+                    f"{vb} vs {vt}, difference {d}, {corr}-adjusted p = {p}.")
+        else:
+            text = (f"The change in {metric}{who} from {c.get('baseline')} to {c.get('treatment')} is undefined "
+                    f"({'; '.join(c.get('warnings') or []) or 'see the warnings'}).")
+        lines.append({"text": text + caveat, "verdict": verdict, "task": c.get("task"), "comparison": ci})
+    return lines
+
+
+# -- tables ---------------------------------------------------------------------------------------------------
+
+def _tables(report: Mapping[str, Any], flags_by_est: Sequence[list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """Per task: rows metric × group (× model), columns the conditions; each cell knows its estimate index."""
+    models = models_of(report)
+    out = []
+    for task, info in (report.get("tasks") or {}).items():
+        conds = list(info.get("conditions", []))
+        rows: dict[tuple, dict[str, Any]] = {}
+        unit = None
+        n_note = set()
+        for i, e in enumerate(report.get("estimates", [])):
+            if e.get("task") != task:
+                continue
+            if e.get("condition") not in conds:
+                conds.append(e.get("condition"))
+            unit = unit or e.get("unit")
+            row = rows.setdefault((e.get("metric"), group_label(e.get("group")), e.get("model")), {})
+            row[e.get("condition")] = {"i": i, "value": fmt(e.get("value")) if e.get("value") is not None
+                                       else "undefined", "ci": fmt_ci(e.get("ci_low"), e.get("ci_high")),
+                                       "n": e.get("n"), "n_units": e.get("n_units"), "flags": flags_by_est[i]}
+            n_note.add((e.get("n"), e.get("n_units")))
+        body = [{"metric": k[0], "group": k[1], "model": k[2], "cells": [v.get(c) for c in conds]}
+                for k, v in rows.items()]
+        e0 = next((e for e in report.get("estimates", []) if e.get("task") == task), {})
+        out.append({"task": task, "conditions": conds, "rows": body, "show_model": len(models) > 1,
+                    "unit": unit or unit_label(info.get("unit")), "method": e0.get("method"),
+                    "resamples": e0.get("resamples"), "level": e0.get("level") or 0.95,
+                    "dataset": info.get("dataset"), "n_items": info.get("items"),
+                    "items_answered": info.get("items_answered")})
+    return out
+
+
+def _comparisons(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, c in enumerate(report.get("comparisons", [])):
+        out.append({"i": i, "task": c.get("task"), "metric": c.get("metric"), "model": c.get("model"),
+                    "group": group_label(c.get("group")), "treatment": c.get("treatment"),
+                    "baseline": c.get("baseline"),
+                    "effect": "undefined" if c.get("effect") is None else fmt_signed(c.get("effect")),
+                    "ci": fmt_ci(c.get("ci_low"), c.get("ci_high"), True), "test": c.get("test"),
+                    "p": fmt_p(c.get("p_value")), "p_adj": fmt_p(c.get("p_adjusted")),
+                    "correction": c.get("correction"), "n": c.get("n"), "n_units": c.get("n_units"),
+                    "verdict": comparison_verdict(c), "flags": [dict(f) for f in c.get("flags") or []]
+                    + [_flag("warning", w) for w in c.get("warnings") or []]})
+    return out
+
+
+def _dropped(report: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    dropped = report.get("dropped") or {}
+    for name, reasons in (dropped.get("datasets") or {}).items():
+        for reason, n in (reasons or {}).items() if isinstance(reasons, Mapping) else []:
+            rows.append([f"dataset {name}", str(reason), str(n)])
+    meas = dropped.get("measurement")
+    if isinstance(meas, Mapping):
+        def walk(prefix: str, obj: Any) -> None:
+            if isinstance(obj, Mapping):
+                for k, v in obj.items():
+                    walk(f"{prefix} / {k}" if prefix else str(k), v)
+            else:
+                where, _, reason = prefix.rpartition(" / ")
+                if obj == 0:
+                    return
+                rows.append([f"measurement {where}".strip(), reason.replace("_", " "), str(obj)])
+        walk("", meas)
+    elif isinstance(meas, list):
+        for entry in meas:
+            rows.append(["measurement", json.dumps(entry, sort_keys=True, ensure_ascii=False), ""])
+    return rows
+
+
+def _formulas(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from moraleval.report._build import _expr_source as expr_source
+
+    out = []
+    for m in report.get("metrics", []):
+        expanded = expr_source(m.get("expr") or {})
+        out.append({"task": m.get("task"), "name": m.get("name"), "formula": m.get("formula", ""),
+                    "doc": m.get("doc"), "expanded": expanded if expanded != m.get("formula") else None})
+    return out
+
+
+# -- the whole page -------------------------------------------------------------------------------------------
+
+def page_model(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+               manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None) -> dict[str, Any]:
+    """Everything the Markdown and HTML pages show, as plain data."""
+    dists = answer_distribution(report, samples)
+    labels = _choice_labels(samples)
+    degenerate = _degenerate(dists, labels)
+    flags_by_est = [estimate_flags(e, degenerate) for e in report.get("estimates", [])]
+    warnings: list[dict[str, Any]] = []
+    for i, (e, fl) in enumerate(zip(report.get("estimates", []), flags_by_est)):
+        for f in fl:
+            who = f" [{e['model']}]" if e.get("model") else ""
+            warnings.append({"where": f"{e.get('task')} / {e.get('metric')} / {e.get('condition')} / "
+                                      f"{group_label(e.get('group'))}{who}", "code": f["code"],
+                             "message": f["message"], "est": i})
+    for i, c in enumerate(_comparisons(report)):
+        for f in c["flags"]:
+            warnings.append({"where": f"{c['task']} / {c['metric']} / {c['treatment']} − {c['baseline']}",
+                             "code": f["code"], "message": f["message"], "cmp": i})
+    general = [str(w) for w in report.get("warnings") or []] + _fallback_warnings(report)
+    for msg in degenerate.values():
+        if msg not in general:
+            general.append(msg)
+    n_rows = len(samples)
+    embed = n_rows <= EMBED_MAX_ROWS and (samples_bytes is None or samples_bytes <= EMBED_MAX_BYTES)
+    boot = report.get("bootstrap") or {}
+    units = {t: unit_label(u) for t, u in (boot.get("unit") or {}).items()} if isinstance(boot.get("unit"), Mapping) \
+        else {t: next((e.get("unit") for e in report.get("estimates", []) if e.get("task") == t), None)
+              or unit_label(boot.get("unit")) for t in report.get("tasks", {})}
+    dist_rows = []
+    for d in dists:
+        lab = labels.get(d.get("task"), {})
+        n = d.get("n") or 0
+        dist_rows.append({**d, "cells": [{"answer": lab.get(a, a), "count": k,
+                                          "share": f"{100 * k / n:.0f}%" if n else "–"}
+                                         for a, k in sorted((d.get("counts") or {}).items(), key=lambda kv: kv[0])],
+                          "degenerate": (d.get("task"), d.get("condition"), d.get("model")) in degenerate})
+    return {
+        "title": report.get("study") or "moraleval report",
+        "context": _context(report, manifest),
+        "bootstrap": {"resamples": boot.get("resamples"), "method": boot.get("method"),
+                      "level": boot.get("level"), "seed": boot.get("seed"), "units": units},
+        "counts": report.get("counts") or {},
+        "models": models_of(report, samples),
+        "headlines": _headlines(report, flags_by_est),
+        "tables": _tables(report, flags_by_est),
+        "comparisons": _comparisons(report),
+        "formulas": _formulas(report),
+        "warnings": warnings,
+        "general_warnings": general,
+        "dropped": _dropped(report),
+        "answer_distribution": dist_rows,
+        "flags_by_est": flags_by_est,
+        "n_samples": n_rows,
+        "embed": embed,
+        "embed_limits": {"rows": EMBED_MAX_ROWS, "mb": EMBED_MAX_BYTES // (1024 * 1024)},
+    }
+
+
+def iter_group_columns(samples: Iterable[Mapping[str, Any]], limit: int = 25) -> dict[str, list[str]]:
+    """Per task, the columns worth filtering on: text-valued columns with 2..``limit`` distinct values."""
+    seen: dict[str, dict[str, set]] = {}
+    for s in samples:
+        cols = seen.setdefault(s.get("task"), {})
+        for k, v in (s.get("values") or {}).items():
+            if isinstance(v, str) and k != "row_id":
+                vals = cols.setdefault(k, set())
+                if len(vals) <= limit:
+                    vals.add(v)
+    return {t: sorted(k for k, v in cols.items() if 2 <= len(v) <= limit) for t, cols in seen.items()}

@@ -1,0 +1,131 @@
+"""report.md, report.html (with the sample browser) and plots/*.svg, rendered from report.json, samples.jsonl
+and manifest.json only, so ``moraleval report DIR`` re-renders them without running anything.
+
+The pages are Jinja2 templates over :func:`moraleval.report.page.page_model`; the HTML is self-contained (inline
+CSS, SVG, JS and data; a Content-Security-Policy that forbids any network request except to the page's own
+origin, which only ``moraleval view`` uses).  Model and data text reaches the page only as JSON inside a
+``<script type="application/json">`` block (``<`` escaped) and is put into the DOM with ``textContent``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from moraleval.report import page as pg
+
+__all__ = ["browser_data", "render_html", "render_markdown", "render_pages"]
+
+PAGE_SIZE = 50
+
+
+@lru_cache(maxsize=None)
+def _static(name: str) -> str:
+    return resources.files("moraleval.report").joinpath("static", name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=None)
+def _env(kind: str) -> Any:
+    import jinja2
+
+    loader = jinja2.FunctionLoader(
+        lambda name: resources.files("moraleval.report").joinpath("templates", name).read_text(encoding="utf-8"))
+    if kind == "html":
+        return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                                  keep_trailing_newline=True)
+    # Markdown: every interpolated value is one table cell or one line, so `|` and newlines are escaped
+    return jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True,
+                              finalize=lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+                              if isinstance(v, str) else v)
+
+
+def _script_json(obj: Any) -> str:
+    """JSON that is safe inside <script type="application/json">: no `<` can end the element."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def browser_data(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, embed: bool,
+                 flags: Sequence[Sequence[Mapping[str, str]]] = ()) -> dict[str, Any]:
+    """What the sample browser needs: estimates/comparisons with their formulas (as expression JSON), the
+    filter choices, and (when embedded) the sample rows themselves."""
+    from moraleval.report._build import _expr_source
+
+    tasks = {t: list(info.get("conditions", [])) for t, info in (report.get("tasks") or {}).items()}
+    group_cols = pg.iter_group_columns(samples)
+    group_values: dict[str, dict[str, list[str]]] = {}
+    answers: list[str] = []
+    for s in samples:
+        for c in group_cols.get(s.get("task"), []):
+            v = (s.get("values") or {}).get(c)
+            if isinstance(v, str):
+                lst = group_values.setdefault(s["task"], {}).setdefault(c, [])
+                if v not in lst:
+                    lst.append(v)
+        a = pg.answer_of(s)
+        lab = next((str(ch).strip() for ch, cv in zip(s.get("choices") or [], s.get("choice_values") or [])
+                    if cv == a and type(cv) is type(a)), None)
+        lab = lab if lab is not None else ("(none)" if a is None else a if isinstance(a, str) else json.dumps(a))
+        if lab not in answers:
+            answers.append(lab)
+    for t in group_values.values():
+        for c in t:
+            t[c].sort()
+    # estimates can also be grouped by a column that the browser does not offer as a filter: offer it too
+    for e in report.get("estimates", []):
+        for k, v in (e.get("group") or {}).items():
+            if k in ("condition", "task"):
+                continue
+            cols = group_cols.setdefault(e.get("task"), [])
+            if k not in cols:
+                cols.append(k)
+            vals = group_values.setdefault(e.get("task"), {}).setdefault(k, [])
+            if str(v) not in vals:
+                vals.append(str(v))
+    keep = ("task", "metric", "condition", "group", "model", "value", "ci_low", "ci_high", "n", "n_units")
+    keep_c = ("task", "metric", "treatment", "baseline", "group", "model", "effect", "ci_low", "ci_high", "n")
+    metrics: dict[str, dict[str, Any]] = {}
+    formulas: dict[str, dict[str, str]] = {}
+    for m in report.get("metrics", []):
+        metrics.setdefault(m.get("task"), {})[m.get("name")] = m.get("expr")
+        formulas.setdefault(m.get("task"), {})[m.get("name")] = _expr_source(m.get("expr") or {})
+    return {
+        "n_rows": len(samples), "page_size": PAGE_SIZE, "embedded": embed,
+        "tasks": tasks, "models": pg.models_of(report, samples), "answers": answers,
+        "group_columns": group_cols, "group_values": group_values,
+        "estimates": [dict({k: e.get(k) for k in keep if k in e}, flags=list(flags[i]) if i < len(flags) else [])
+                      for i, e in enumerate(report.get("estimates", []))],
+        "comparisons": [{k: c.get(k) for k in keep_c if k in c} for c in report.get("comparisons", [])],
+        "metrics": metrics, "formulas": formulas,
+        "rows": [dict(s) for s in samples] if embed else None,
+    }
+
+
+def render_markdown(page: Mapping[str, Any], figs: Sequence[Mapping[str, Any]]) -> str:
+    return _env("md").get_template("report.md.j2").render(page=page, figs=figs, alpha=pg.ALPHA)
+
+
+def render_html(page: Mapping[str, Any], figs: Sequence[Mapping[str, Any]], data: Mapping[str, Any]) -> str:
+    return _env("html").get_template("report.html.j2").render(
+        page=page, figs=figs, alpha=pg.ALPHA, css=_static("report.css"), js=_static("browser.js"),
+        data=_script_json(data))
+
+
+def render_pages(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                 manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None
+                 ) -> dict[str, bytes]:
+    """{relative file name: bytes} for report.md, report.html and plots/*.svg."""
+    from moraleval.report.figures import task_figures
+
+    page = pg.page_model(report, samples, manifest, samples_bytes=samples_bytes)
+    figs = task_figures(report, samples)
+    files: dict[str, bytes] = {}
+    for f in figs:
+        files[str(Path("plots") / f["file"])] = f["svg"].encode("utf-8")
+    files["report.md"] = render_markdown(page, figs).encode("utf-8")
+    files["report.html"] = render_html(page, figs, browser_data(report, samples, embed=page["embed"],
+                                                                  flags=page["flags_by_est"])).encode("utf-8")
+    return files

@@ -317,3 +317,9 @@ def test_every_case_is_reproducible(tmp_path):
         text_a = Path(args_a[1]).read_bytes()
         args_b, _ = b.case(k)
         assert Path(args_b[1]).read_bytes() == text_a
+
+
+@pytest.mark.parametrize("case", [3324])  # found by the slow run: two templates of one name, one of them broken
+def test_cases_the_slow_run_found(tmp_path, case):
+    outcome, detail, _ = Fuzzer(tmp_path, SEED).run(case)
+    assert outcome in ("clean", "ok"), detail

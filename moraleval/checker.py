@@ -736,7 +736,10 @@ class _Checker:
                 tsrc, tspan, ttext = self._src(tnode), tnode.text_span, tnode.text
             if compiled is None:
                 continue
-            ast = self.env.parse(ttext)
+            try:
+                ast = self.env.parse(ttext)
+            except jinja2.TemplateSyntaxError:  # a duplicate template of that name whose text is broken (reported)
+                continue
             for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
                 if var in known:
                     continue

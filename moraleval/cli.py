@@ -7,8 +7,10 @@ User errors are ``MoralevalError``s: printed like a compiler's diagnostics, with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +18,7 @@ from typing import Any, Sequence
 from moraleval import __version__
 from moraleval.errors import MoralevalError, SpecError
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in moraleval (every user error is a MoralevalError with its own code)
 COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "view", "backends")
 
 DESCRIPTION = """\
@@ -505,6 +508,40 @@ def cmd_backends(args) -> int:
 # ---------------------------------------------------------------------------- entry
 
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None
+    with _sigterm_interrupts():
+        code = _main(argv)
+    if as_program and code == RunInterruptedCode:
+        # everything is stored and said: do not make the user wait for the interpreter's teardown (a second or
+        # more of garbage collection after a large plan)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+RunInterruptedCode = 130
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, a scheduler's timeout) stops a run exactly like Ctrl-C: what finished is stored, exit 130."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):  # not the main thread (library use, tests): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MORALEVAL_DEBUG") == "1"
     # `moraleval SPEC ...` is `moraleval run SPEC ...`
@@ -528,9 +565,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted: everything already computed is in the cache; run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return RunInterruptedCode
     except BrokenPipeError:  # e.g. `moraleval plan ... | head`
         return 0
+    except Exception:  # noqa: BLE001 - not a user error: a bug in moraleval, shown as one
+        if debug:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        print(f"\ninternal error: this is a bug in moraleval {__version__}, not a problem with your input; please "
+              "report it with the command line and the traceback above (run with --debug to see it unformatted)",
+              file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 def _is_file(path: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,21 @@ def unquote(token: Token) -> str:
         raise _Fail("a string cannot contain a NUL byte", Span(line, column),
                     "remove it (a NUL byte usually means the file is binary or was corrupted)")
     try:
-        if text.startswith('"""'):
-            body = text[3:-3]
-            # a triple-quoted block may start with a newline for readability; it is not part of the text
-            if body.startswith("\n"):
-                body = body[1:]
-            return ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""') if "\\" in body else body
-        return ast.literal_eval(text)
+        with warnings.catch_warnings():  # an unknown escape such as \q stays as written (as in Python), silently
+            warnings.simplefilter("ignore")
+            return _decode(text)
     except (SyntaxError, ValueError, MemoryError) as exc:
         raise _bad_escape(token, text, exc) from None
+
+
+def _decode(text: str) -> str:
+    if text.startswith('"""'):
+        body = text[3:-3]
+        # a triple-quoted block may start with a newline for readability; it is not part of the text
+        if body.startswith("\n"):
+            body = body[1:]
+        return ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""') if "\\" in body else body
+    return ast.literal_eval(text)
 
 
 _ESCAPE = re.compile(r"\\(?:N\{[^}\n]*\}?|u[0-9A-Fa-f]{0,4}|U[0-9A-Fa-f]{0,8}|x[0-9A-Fa-f]{0,2}|.)", re.S)

@@ -162,7 +162,8 @@ def test_a_directory_where_a_data_file_should_be(tmp_path):
     assert "missing" not in text
 
 
-def test_a_negative_sample_size_from_set_is_an_error(tiny_data):
+def test_a_negative_sample_size_from_set_is_an_error(monkeypatch):
+    monkeypatch.delenv("MORALEVAL_DATA", raising=False)
     code, _, err = run_cli(["plan", str(SPECS / "quickstart.me"), "--set", "per_cell=-5"])
     assert code == 2
     assert "error: sample size must be 0 (keep every row) or more, got -5" in err
@@ -194,6 +195,8 @@ class _NoBackend(Exception):
 @pytest.mark.parametrize("where", ["file", "under_file"])
 def test_a_bad_out_directory_is_refused_before_any_request_runs(tmp_path, monkeypatch, where):
     import moraleval.ray_executor as rx
+
+    monkeypatch.delenv("MORALEVAL_DATA", raising=False)  # quickstart reads the sample shipped with moraleval
 
     def no_backend(*a, **k):
         raise _NoBackend("the backend must not be created when --out is unusable")

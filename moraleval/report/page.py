@@ -18,7 +18,7 @@ __all__ = ["ALPHA", "DEGENERATE_SHARE", "FEW_UNITS", "EMBED_MAX_ROWS", "EMBED_MA
 
 ALPHA = 0.05  # a comparison is called a change only when its adjusted p is below this and its CI excludes 0
 DEGENERATE_SHARE = 0.9  # one answer in at least this share of a cell's items: the answer distribution is degenerate
-FEW_UNITS = 10  # fewer resampling units than this: the bootstrap interval is not trustworthy
+FEW_UNITS = 30  # fewer resampling units than this: flagged (the measure stage's stats.MIN_UNITS; see statistics.md)
 EMBED_MAX_ROWS = 25_000  # samples embedded in report.html up to this many rows ...
 EMBED_MAX_BYTES = 48 * 1024 * 1024  # ... and this size of samples.jsonl; above, `moraleval view DIR` serves them
 
@@ -188,7 +188,7 @@ def answer_distribution(report: Mapping[str, Any], samples: Sequence[Mapping[str
     condition (× model), how often each answer was read out."""
     given = report.get("answer_distribution")
     if isinstance(given, list) and given:
-        return [dict(d) for d in given]
+        return [{"model": None, **dict(d)} for d in given]
     cells: dict[tuple, dict[str, Any]] = {}
     for s in samples:
         if (s.get("readout") or {}).get("status", "ok") != "ok":
@@ -201,6 +201,14 @@ def answer_distribution(report: Mapping[str, Any], samples: Sequence[Mapping[str
     order = _cond_order(report)
     return sorted(cells.values(), key=lambda d: (_ix(list(report.get("tasks", {})), d["task"]),
                                                  _ix(order.get(d["task"], []), d["condition"]), str(d["model"])))
+
+
+def _undefined_text(e: Mapping[str, Any]) -> str:
+    """"undefined (why)": the reason travels with the word, in every table."""
+    why = next((str(f.get("message")) for f in (e.get("flags") or [])
+                if isinstance(f, Mapping) and f.get("code") == "undefined" and f.get("message")), "")
+    why = why or "; ".join(e.get("warnings") or [])
+    return f"undefined ({why})" if why else "undefined"
 
 
 def _ix(seq: Sequence[Any], v: Any) -> tuple[int, str]:
@@ -366,7 +374,7 @@ def _tables(report: Mapping[str, Any], flags_by_est: Sequence[list[dict[str, str
             unit = unit or e.get("unit")
             row = rows.setdefault((e.get("metric"), group_label(e.get("group")), e.get("model")), {})
             row[e.get("condition")] = {"i": i, "value": fmt(e.get("value")) if e.get("value") is not None
-                                       else "undefined", "ci": fmt_ci(e.get("ci_low"), e.get("ci_high")),
+                                       else _undefined_text(e), "ci": fmt_ci(e.get("ci_low"), e.get("ci_high")),
                                        "n": e.get("n"), "n_units": e.get("n_units"), "flags": flags_by_est[i]}
             n_note.add((e.get("n"), e.get("n_units")))
         body = [{"metric": k[0], "group": k[1], "model": k[2], "cells": [v.get(c) for c in conds]}

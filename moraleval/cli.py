@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from moraleval import __version__
 from moraleval.errors import MoralevalError, SpecError
+from moraleval.pipeline import load_plan, parse_overrides  # the library; cli only wraps it
 
 COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "backends")
 
@@ -102,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     _common(p)
-    p.add_argument("--model", help="which of the spec's models to run (default: the one marked default)")
+    p.add_argument("--model", help="which of the spec's models to run, e.g. small or small,int8 (default: the "
+                                   "spec's default model set, else its default model)")
+    p.add_argument("--models", metavar="SET", help="run a model set declared with `models SET = [a, b, ...]`")
+    p.add_argument("--partial", action="store_true",
+                   help="several models: write the report even if some models failed (it names the missing ones)")
     p.add_argument("--out", metavar="DIR", help="report directory (default: reports/<spec name>/)")
     p.add_argument("--cache", metavar="DIR", help="response cache directory (default: the user cache)")
     p.add_argument("--limit", type=int, metavar="N", help="run only the first N items (a quick look)")
@@ -131,13 +136,7 @@ def _raise(exc: Exception):
 
 
 def _overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise MoralevalError(f"--set {item}: expected NAME=VALUE", hint="e.g. --set categories=Age,Religion")
-        name, value = item.split("=", 1)
-        out[name.strip()] = value.strip()
-    return out
+    return parse_overrides(items)
 
 
 # ---------------------------------------------------------------------------- check / plan
@@ -180,15 +179,6 @@ def cmd_check(args) -> int:
     return worst
 
 
-def load_plan(spec: str, data: str | None, overrides: list[str]):
-    from moraleval.checker import check
-    from moraleval.planner import compile_plan
-
-    checked = check(spec, overrides=_overrides(overrides), data_root=data, mode="plan")
-    for w in checked.warnings:
-        print(w.render(), file=sys.stderr)
-        print(file=sys.stderr)
-    return checked, compile_plan(checked)
 
 
 def estimate_tokens(chars: int) -> int:

@@ -171,6 +171,7 @@ class ComparisonPlan:
     test: str
     correction: str
     family: int  # comparisons with the same family number are corrected together
+    models: bool = False  # treatment/baseline name models (`compare model b vs a`), measured across models
 
 
 @attrs.frozen
@@ -192,6 +193,7 @@ class Plan:
     models: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {backend, settings, default}
     run: dict[str, Any] = attrs.field(factory=dict)  # the spec's run settings (executor, workers, batch_size)
     imports: dict[str, str] = attrs.field(factory=dict)  # imported spec path -> sha256
+    model_sets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {models, axis, scale, default}
 
     def request_by_key(self) -> dict[str, PlanRequest]:
         return {r.key: r for r in self.requests}
@@ -207,6 +209,7 @@ class Plan:
             "datasets": self.datasets,
             "tasks": self.tasks,
             "models": self.models,
+            "model_sets": self.model_sets,
             "run": self.run,
             "metrics": [attrs.asdict(m) for m in self.metrics],
             "bootstrap": attrs.asdict(self.bootstrap),

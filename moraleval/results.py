@@ -44,6 +44,7 @@ class Estimate:
     level: float = 0.95
     analytic: dict[str, Any] | None = None  # e.g. {"method": "wilson", "ci_low": .., "ci_high": ..} for proportions
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    model: str = ""  # the model's name in the spec (set by the pipeline; "" when measured outside a run)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)
@@ -68,6 +69,7 @@ class ComparisonResult:
     correction: str
     n: int
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    model: str = ""  # the model's name in the spec (set by the pipeline)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)

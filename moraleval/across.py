@@ -201,6 +201,7 @@ def measure_across(plan: Any, runs: Mapping[str, Any], *, axis: str | None = Non
         return sorted(ks, key=lambda k: (k[0], _rank(cond_order.get(k[0], []), k[2]), k[3] != "{}", k[3]))
 
     rows: list[tuple[str, AcrossResult]] = []  # (family id, result before adjustment)
+    did_seen: set[tuple] = set()  # a DiD does not depend on the test: once per models × metric × conditions
     for fam, members in families.items():
         for b, a, metric, test, correction in members:
             if b not in reps or a not in reps:
@@ -219,8 +220,9 @@ def measure_across(plan: Any, runs: Mapping[str, Any], *, axis: str | None = Non
                     if cond != x:
                         continue
                     ky = (task, metric, y, g)
-                    if not all(k in reps[m] for m in (a, b) for k in (key, ky)):
+                    if (b, a, key, y) in did_seen or not all(k in reps[m] for m in (a, b) for k in (key, ky)):
                         continue
+                    did_seen.add((b, a, key, y))
                     rows.append((f"did:{fam}", _did(key, ky, b, a, reps, correction, level)))
 
     axis_values = [about[m].get(axis) for m in names] if axis else []
@@ -301,7 +303,7 @@ def _difference(key: tuple, b: str, a: str, rb: Mapping[str, Any], ra: Mapping[s
         stat = effect / sd if effect is not None and sd > 0 else None
     n_units = min(rb["n_units"], ra["n_units"])
     return AcrossResult(
-        key=f"model_difference|{task}|{metric}|{cond}|{g}|{b}|{a}", kind="model_difference", metric=metric,
+        key=f"model_difference|{task}|{metric}|{cond}|{g}|{b}|{a}|{test}", kind="model_difference", metric=metric,
         task=task, group=json.loads(g), model=b, baseline_model=a, condition=cond, treatment="", baseline="",
         effect=_f(effect), ci_low=_f(lo), ci_high=_f(hi), test=test, statistic=_f(stat), p_value=_f(p),
         p_adjusted=None, correction=correction, n=n, n_units=n_units, treatment_value=_f(pb),

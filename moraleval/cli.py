@@ -424,7 +424,7 @@ def _accepts(fn, name: str) -> bool:
 
 
 def cmd_report(args) -> int:
-    from moraleval.report import rerender
+    from moraleval.report_models import rerender  # one- and several-model reports
 
     written = rerender(Path(args.report_dir))
     if written:

@@ -476,10 +476,6 @@ def rerender(out_dir: str | os.PathLike[str]) -> list[Path]:
     returns the files written."""
     out = Path(out_dir)
     report, samples = _load(out)
-    if report.get("models"):  # a run over several models (moraleval.report_models)
-        from moraleval.report_models import render_files
-
-        return render_files(out, report, samples)
     return _render_files(out, report, samples)
 
 

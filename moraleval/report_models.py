@@ -19,7 +19,16 @@ from typing import Any, Mapping, Sequence
 
 from moraleval import report as rep
 
-__all__ = ["build_models_report", "render_files", "write_models_report"]
+__all__ = ["build_models_report", "render_files", "rerender", "write_models_report"]
+
+
+def rerender(out_dir: Any) -> list[Path]:
+    """`moraleval report DIR` for any report: a several-model one is rendered here, else by ``report``."""
+    out = Path(out_dir)
+    report, samples = rep._load(out)
+    if report.get("models"):
+        return render_files(out, report, samples)
+    return rep.rerender(out)
 
 
 def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: Any,

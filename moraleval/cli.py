@@ -17,7 +17,7 @@ from moraleval import __version__
 from moraleval.errors import MoralevalError, SpecError
 from moraleval.pipeline import load_plan, parse_overrides  # the library; cli only wraps it
 
-COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "backends")
+COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "backends", "diff")
 
 DESCRIPTION = """\
 moraleval measures social bias and moral self-correction in language models from spec files (.me).
@@ -97,7 +97,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backends", help="list the installed backends")
     p.set_defaults(func=cmd_backends)
+    _add_diff_cli(sub)
     return parser
+
+
+def _add_diff_cli(sub) -> None:
+    p = sub.add_parser("diff", help="compare two reports: what changed, and paired statistics on the same items",
+                       description="Compare report directories A and B (two models, two versions of one model, two "
+                                   "prompt versions, two machines): the manifest change list, then every metric on "
+                                   "the items both answered (paired by data-file hash + task + condition + row), "
+                                   "B - A with a paired-bootstrap CI and p (McNemar for proportions), Holm-adjusted, "
+                                   "and the answer transitions. Exit codes: 0 ok, 1 a gate failed, 2 the reports "
+                                   "cannot be compared (e.g. unmatched items). See docs/diff.md.")
+    p.add_argument("a", metavar="A", help="baseline report directory")
+    p.add_argument("b", metavar="B", help="report directory compared against A")
+    p.add_argument("--model-a", help="the model of A to compare, when A holds several")
+    p.add_argument("--model-b", help="the model of B to compare, when B holds several")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (report.json field names)")
+    p.add_argument("--allow-partial", action="store_true", help="compare the matched items when some are unmatched")
+    p.add_argument("--fail-if", action="append", default=[], metavar="GATE",
+                   help="exit 1 when B's value meets it: 'METRIC[@COND] OP N', 'delta(METRIC) OP N' (B - A) or "
+                        "'abs(METRIC) OP N' (repeatable)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 on any significant (Holm p < --alpha) change for the worse")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level for --fail-on-regression")
+    p.add_argument("--higher-is-better", action="append", default=[], metavar="METRIC",
+                   help="metrics where lower is worse (default: names containing 'acc'); others: |value| "
+                        "further from 0 is worse")
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_diff(args) -> int:
+    from moraleval.diff import diff_reports, render_text
+
+    res = diff_reports(args.a, args.b, model_a=args.model_a, model_b=args.model_b, allow_partial=args.allow_partial,
+                       gates=args.fail_if, fail_on_regression=args.fail_on_regression, alpha=args.alpha,
+                       higher_is_better=args.higher_is_better)
+    if args.json:
+        from moraleval.report import dumps_json, jsonable
+
+        print(dumps_json(jsonable(res.to_json())))
+    else:
+        print(render_text(res))
+    return res.exit_code
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:

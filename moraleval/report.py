@@ -297,8 +297,11 @@ def _render(backend: Any, prompt: Prompt) -> Any:
 def build_samples(plan: Plan, outcomes: Mapping[str, RequestOutcome], measurement: Any = None,
                   backend: Any = None, model_name: str | None = None) -> list[dict[str, Any]]:
     """One record per answered item, in plan.items order (with "model": the model's name in the spec)."""
+    from moraleval.itemkey import item_key, task_data_hashes
+
     requests = plan.request_by_key()
     readouts = _measurement_readouts(plan, measurement)
+    dhash = task_data_hashes(plan.tasks, plan.datasets, plan.data_files)
     prompts: dict[str, dict[str, Any]] = {}
     out = []
     for k, item in enumerate(plan.items):
@@ -324,6 +327,7 @@ def build_samples(plan: Plan, outcomes: Mapping[str, RequestOutcome], measuremen
             "generated": dict(sorted(oc.generated.items())), "choice": item.choice, "choices": list(req.choices),
             "choice_values": list(item.choice_values), "logprobs": list(oc.score.logprobs),
             "n_tokens": list(oc.score.n_tokens), "readout": jsonable(readout), "values": item.values,
+            "item": item_key(dhash.get(item.task, ""), item.task, item.condition, item.row, item.variant),
         }
         if oc.score.top:
             rec["top"] = [list(t) for t in oc.score.top]

@@ -66,3 +66,23 @@ class SaltedBackend(FakeBackend):
 
 def backends(*names: str, **kw) -> dict:
     return {n: SaltedBackend(n, **kw.get(n, {})) for n in names}
+
+
+def _register() -> None:
+    from moraleval.registry import register_backend
+
+    register_backend("salted_test")(lambda salt="x": SaltedBackend(salt))
+
+
+_register()
+
+
+def salted_spec(tmp: Path, name: str = "salted.me", extra: str = "", resamples: int = 200) -> Path:
+    """The study spec with `salted_test` models a, b, c (the CLI can run it: no real backend needed)."""
+    text = SPEC.format(lib=REPO / "specs" / "lib", resamples=resamples, extra=extra)
+    for salt, onnx in (("a", 'onnx { model: "default" }'), ("b", 'onnx { model: "default", quantize: "int8" }'),
+                       ("c", 'onnx { model: "default", quantize: "gguf" }')):
+        text = text.replace(onnx, f'salted_test {{ salt: "{salt}" }}')
+    path = tmp / name
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -12,13 +12,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _models_support import SaltedBackend, backends, write_spec  # noqa: E402
+from _models_support import backends, salted_spec, write_spec  # noqa: E402
 
 import moraleval  # noqa: E402
 from moraleval.checker import check  # noqa: E402
 from moraleval.cli import main  # noqa: E402
 from moraleval.errors import MoralevalError, RunError, SpecError  # noqa: E402
-from moraleval.registry import register_backend  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_env_data")  # the spec reads the shipped sample ("builtin:sample")
 
@@ -169,17 +168,8 @@ model q = onnx { model: "default" } about { quantize: [1, 2] }
     assert any("about 'quantize' must be a number" in m for m in msgs)
 
 
-@register_backend("salted_test")
-def _salted(salt: str = "x") -> SaltedBackend:
-    return SaltedBackend(salt)
-
-
 def test_cli_runs_a_set_and_one_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = write_spec(tmp_path).read_text().replace('onnx { model: "default" }', 'salted_test { salt: "a" }')
-    text = text.replace('onnx { model: "default", quantize: "int8" }', 'salted_test { salt: "b" }')
-    text = text.replace('onnx { model: "default", quantize: "gguf" }', 'salted_test { salt: "c" }')
-    spec = tmp_path / "cli.me"
-    spec.write_text(text)
+    spec = salted_spec(tmp_path)
     base = [str(spec), "--cache", str(tmp_path / "cache"), "--no-progress"]
     assert main(base + ["--models", "ab", "--out", str(tmp_path / "ab")]) == 0
     out = capsys.readouterr()

@@ -178,7 +178,8 @@ def measure_across(plan: Any, runs: Mapping[str, Any], *, axis: str | None = Non
     if plan.bootstrap.method != "percentile":
         warnings.append(f"contrasts across models use percentile intervals (the spec asks for "
                         f"{plan.bootstrap.method} within a model)")
-    cond_order = {t: [c["name"] for c in info.get("conditions", [])] for t, info in plan.tasks.items()}
+    cond_order = {t: [c if isinstance(c, str) else c.get("name") for c in info.get("conditions", [])]
+                  for t, info in plan.tasks.items()}
     metric_order = [m.name for m in plan.metrics]
     cond_pairs: dict[str, list[tuple[str, str]]] = {}
     for c in plan.comparisons:

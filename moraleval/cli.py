@@ -108,7 +108,7 @@ def _add_diff_cli(sub) -> None:
                                    "the items both answered (paired by data-file hash + task + condition + row), "
                                    "B - A with a paired-bootstrap CI and p (McNemar for proportions), Holm-adjusted, "
                                    "and the answer transitions. Exit codes: 0 ok, 1 a gate failed, 2 the reports "
-                                   "cannot be compared (e.g. unmatched items). See docs/diff.md.")
+                                   "cannot be compared (e.g. unmatched items). See docs/models.md.")
     p.add_argument("a", metavar="A", help="baseline report directory")
     p.add_argument("b", metavar="B", help="report directory compared against A")
     p.add_argument("--model-a", help="the model of A to compare, when A holds several")

@@ -213,7 +213,9 @@ class Plan:
             "run": self.run,
             "metrics": [attrs.asdict(m) for m in self.metrics],
             "bootstrap": attrs.asdict(self.bootstrap),
-            "comparisons": [attrs.asdict(c) for c in self.comparisons],
+            # "models": true only on `compare model` comparisons (plans without them are unchanged)
+            "comparisons": [{k: v for k, v in attrs.asdict(c).items() if k != "models" or v}
+                            for c in self.comparisons],
             "report_by": list(self.report_by),
             "requests": [r.to_json() for r in self.requests],
             "items": [i.to_json() for i in self.items],

@@ -28,6 +28,7 @@ from moraleval.datapath import (
     user_data_dir,  # noqa: F401 - re-exported
 )
 from moraleval.errors import DataError, Diagnostic, MoralevalError, SpecCheckError, SpecError
+from moraleval.models_spec import check_about, check_model_comparisons, check_model_sets
 from moraleval.parser import parse
 from moraleval.rowexpr import ROW_FUNCTIONS, EvalError, evaluate
 from moraleval.source import Source, Span
@@ -106,6 +107,7 @@ class CheckedSpec:
     warnings: list[Diagnostic]
     environment: SandboxedEnvironment
     spec_sha256: str
+    model_sets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {models, axis, scale, default}
 
 
 def make_environment() -> SandboxedEnvironment:
@@ -208,7 +210,7 @@ class _Checker:
             self.error("bootstrap is set twice", extra, "keep one bootstrap line", self._src(extra), code="E180")
         self._check_bootstrap(bootstrap, tasks, datasets)
         task_units = self._task_units(stmts(n.Bootstrap), bootstrap, tasks, datasets)
-        comparisons = stmts(n.Comparison)
+        comparisons = [c for c in stmts(n.Comparison) if not c.models]
         self._check_comparisons(comparisons, metrics, tasks)
         reports = stmts(n.Report)
         report_by = reports[0].by if reports else ()
@@ -219,6 +221,7 @@ class _Checker:
             self._check_columns([c for c in r.by if c not in ("task", "condition")], tasks, datasets, r,
                                 "report by")
         models, default_model = self._models(stmts(n.Model), consts)
+        model_sets, model_comparisons = self._model_sets(stmts(n.ModelSet), stmts(n.Comparison), models, metrics)
         run_settings = self._run_settings(stmts(n.RunSettings), consts)
 
         self._check_requires(self._body_cache)
@@ -228,7 +231,8 @@ class _Checker:
         return CheckedSpec(
             source=self.source, spec=spec, study=study, params=params, consts=consts, data_root=data_root,
             data_root_reason=reason, data_roots=roots, data_paths=dict(self.data_paths), datasets=datasets, templates=templates, template_sources=template_sources,
-            tasks=tasks, metrics=metrics, bootstrap=bootstrap, task_units=task_units, comparisons=comparisons,
+            tasks=tasks, metrics=metrics, bootstrap=bootstrap, task_units=task_units,
+            comparisons=comparisons + model_comparisons, model_sets=model_sets,
             report_by=report_by,
             models=models, default_model=default_model, run_settings=run_settings, imports=self.imports,
             warnings=diagnostics, environment=self.env,
@@ -338,7 +342,7 @@ class _Checker:
 
     def _check_duplicates(self, body: list[Any]) -> None:
         kinds = {n.Param: "parameter", n.Let: "constant", n.Template: "template", n.Dataset: "dataset",
-                 n.Task: "task", n.Metric: "metric", n.Model: "model"}
+                 n.Task: "task", n.Metric: "metric", n.Model: "model", n.ModelSet: "model set"}
         seen: dict[tuple[str, str], Any] = {}
         for stmt in body:
             kind = kinds.get(type(stmt))
@@ -1025,18 +1029,32 @@ class _Checker:
                     self.error(f"model '{m.name}': secrets never go in a spec", m,
                                "put the key in an environment variable and name it: api_key_env: \"OPENAI_API_KEY\"",
                                src, code="E191")
-            models[m.name] = {"backend": m.backend, "settings": settings, "default": m.default}
+            about = check_about(m.name, {k: self._const(v, consts, m) for k, v in m.about},
+                                lambda msg, hint, m=m, src=src: self.error(msg, m, hint, src, code="E199"))
+            models[m.name] = {"backend": m.backend, "settings": settings, "default": m.default, "about": about}
             if m.default:
                 if default is not None:
                     self.error(f"two default models: '{default}' and '{m.name}'", m, "mark one 'default model'",
                                src, code="E192")
                 default = m.name
         if not models:
-            models["smollm2"] = {"backend": "onnx", "settings": {"model": "default"}, "default": True}
+            models["smollm2"] = {"backend": "onnx", "settings": {"model": "default"}, "default": True, "about": {}}
             default = "smollm2"
         if default is None:
             default = next(iter(models))
         return models, default
+
+
+    def _model_sets(self, sets, comparisons, models, metrics) -> tuple[dict[str, dict[str, Any]], list]:
+        """`models NAME = [...]` and `compare model ...` (moraleval.models_spec)."""
+        def error(msg, node, hint=None, code="E197"):
+            self.error(msg, node, hint, self._src(node), code=code)
+
+        model_sets = check_model_sets(sets, models, error, did_you_mean)
+        model_cmps = [c for c in comparisons if c.models]
+        check_model_comparisons(model_cmps, models, {m.name for m in metrics}, error, did_you_mean, TESTS,
+                                CORRECTIONS)
+        return model_sets, model_cmps
 
 
 class _MetricContext:

@@ -17,9 +17,10 @@ from typing import Any, Sequence
 
 from moraleval import __version__
 from moraleval.errors import MoralevalError, SpecError
+from moraleval.pipeline import load_plan, parse_overrides  # the library; cli only wraps it
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in moraleval (every user error is a MoralevalError with its own code)
-COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "view", "backends")
+COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "view", "backends", "diff")
 
 DESCRIPTION = """\
 moraleval measures social bias and moral self-correction in language models from spec files (.me).
@@ -112,13 +113,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backends", help="list the installed backends")
     p.set_defaults(func=cmd_backends)
+    _add_diff_cli(sub)
     return parser
+
+
+def _add_diff_cli(sub) -> None:
+    p = sub.add_parser("diff", help="compare two reports: what changed, and paired statistics on the same items",
+                       description="Compare report directories A and B (two models, two versions of one model, two "
+                                   "prompt versions, two machines): the manifest change list, then every metric on "
+                                   "the items both answered (paired by data-file hash + task + condition + row), "
+                                   "B - A with a paired-bootstrap CI and p (McNemar for proportions), Holm-adjusted, "
+                                   "and the answer transitions. Exit codes: 0 ok, 1 a gate failed, 2 the reports "
+                                   "cannot be compared (e.g. unmatched items). See docs/models.md.")
+    p.add_argument("a", metavar="A", help="baseline report directory")
+    p.add_argument("b", metavar="B", help="report directory compared against A")
+    p.add_argument("--model-a", help="the model of A to compare, when A holds several")
+    p.add_argument("--model-b", help="the model of B to compare, when B holds several")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (report.json field names)")
+    p.add_argument("--allow-partial", action="store_true", help="compare the matched items when some are unmatched")
+    p.add_argument("--fail-if", action="append", default=[], metavar="GATE",
+                   help="exit 1 when B's value meets it: 'METRIC[@COND] OP N', 'delta(METRIC) OP N' (B - A) or "
+                        "'abs(METRIC) OP N' (repeatable)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 on any significant (Holm p < --alpha) change for the worse")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level for --fail-on-regression")
+    p.add_argument("--higher-is-better", action="append", default=[], metavar="METRIC",
+                   help="metrics where lower is worse (default: names containing 'acc'); others: |value| "
+                        "further from 0 is worse")
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_diff(args) -> int:
+    from moraleval.diff import diff_reports, render_text
+
+    res = diff_reports(args.a, args.b, model_a=args.model_a, model_b=args.model_b, allow_partial=args.allow_partial,
+                       gates=args.fail_if, fail_on_regression=args.fail_on_regression, alpha=args.alpha,
+                       higher_is_better=args.higher_is_better)
+    if args.json:
+        from moraleval.report import dumps_json, jsonable
+
+        print(dumps_json(jsonable(res.to_json())))
+    else:
+        print(render_text(res))
+    return res.exit_code
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     _common(p)
-    p.add_argument("--model", help="which of the spec's models to run (default: the one marked default)")
+    p.add_argument("--model", help="which of the spec's models to run, e.g. small or small,int8 (default: the "
+                                   "spec's default model set, else its default model)")
+    p.add_argument("--models", metavar="SET", help="run a model set declared with `models SET = [a, b, ...]`")
+    p.add_argument("--partial", action="store_true",
+                   help="several models: write the report even if some models failed (it names the missing ones)")
     p.add_argument("--out", metavar="DIR", help="report directory (default: reports/<spec name>/)")
     p.add_argument("--cache", metavar="DIR", help="response cache directory (default: the user cache)")
     p.add_argument("--limit", type=_count(0), metavar="N",
@@ -165,13 +212,7 @@ def _raise(exc: Exception):
 
 
 def _overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise MoralevalError(f"--set {item}: expected NAME=VALUE", hint="e.g. --set categories=Age,Religion")
-        name, value = item.split("=", 1)
-        out[name.strip()] = value.strip()
-    return out
+    return parse_overrides(items)
 
 
 # ---------------------------------------------------------------------------- check / plan
@@ -219,15 +260,6 @@ def _error_dict(exc: MoralevalError, spec: str) -> dict:
             "column": None, "end_line": None, "end_column": None, "hint": exc.hint}
 
 
-def load_plan(spec: str, data: str | None, overrides: list[str]):
-    from moraleval.checker import check
-    from moraleval.planner import compile_plan
-
-    checked = check(spec, overrides=_overrides(overrides), data_root=data, mode="plan")
-    for w in checked.warnings:
-        print(w.render(), file=sys.stderr)
-        print(file=sys.stderr)
-    return checked, compile_plan(checked)
 
 
 def estimate_tokens(chars: int) -> int:
@@ -483,7 +515,7 @@ def _accepts(fn, name: str) -> bool:
 
 
 def cmd_report(args) -> int:
-    from moraleval.report import rerender
+    from moraleval.report_models import rerender  # one- and several-model reports
 
     written = rerender(Path(args.report_dir))
     if written:

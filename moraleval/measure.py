@@ -1142,8 +1142,12 @@ def _paired_values(treat: _Compiled, base: _Compiled, parts: Callable) -> tuple[
     return vt[both], vb[both], one_only
 
 
-def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
-    """Evaluate every metric of ``plan`` on the outcomes: estimates with bootstrap CIs, then the comparisons."""
+def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
+            keep: dict[tuple, dict[str, Any]] | None = None) -> Measurement:
+    """Evaluate every metric of ``plan`` on the outcomes: estimates with bootstrap CIs, then the comparisons.
+
+    ``keep`` (a dict) receives each estimate's bootstrap replicates, for contrasts across models
+    (``moraleval.across``): the same seed draws the same units for every model, so they pair up."""
     boot = plan.bootstrap
     if boot.method not in stats.METHODS:
         raise MeasureError(f"unknown bootstrap method '{boot.method}' (expected percentile or bca)")
@@ -1273,6 +1277,8 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome]) -> Measurement:
         if not job.group:
             dropped[job.task]["undefined_values"] += job.comp.ctx.undefined if job.comp else 0
     comparisons = _comparisons(cmp_jobs, boot, degenerate)
+    if keep is not None:
+        keep.update(_replicates(est_jobs))
     return Measurement(estimates, comparisons, dropped, readouts, warnings, distribution)
 
 
@@ -1295,6 +1301,35 @@ def _answer_distribution(plan: Plan, items: Sequence[PlanItem], ok: np.ndarray, 
             letter = requests[it.request].choices[p].strip()
         rows.append((it.task, it.condition, getattr(it, "model", None), it.choice_values[p], letter))
     return fl.answer_distribution(rows)
+
+
+def _replicates(jobs: list[_EstimateJob]) -> dict[tuple, dict[str, Any]]:
+    """(task, metric, condition, group JSON) -> point, bootstrap replicates, the task's unit signature (equal
+    signatures: the replicates were drawn over the same units, so they are paired) and, for a proportion
+    metric, per-item (pair key, included, value) for McNemar."""
+    out: dict[tuple, dict[str, Any]] = {}
+    sigs: dict[int, str] = {}
+    for job in jobs:
+        c = job.comp
+        if c is None:
+            continue
+        t = c.ctx.t
+        if id(t) not in sigs:
+            h = hashlib.blake2b(t.unit_idx.astype(np.int64).tobytes() + t.pair_key.astype(np.int64).tobytes(),
+                                digest_size=16)
+            h.update("\x1f".join(map(str, t.condition.tolist())).encode("utf-8"))
+            sigs[id(t)] = h.hexdigest()
+        point, dist, _ = _evaluate(c)
+        parts = _proportion_parts(c)
+        prop = None
+        if parts is not None:
+            incl, x = parts
+            idx = np.flatnonzero(c.ctx.mask)
+            prop = (t.pair_key[idx].copy(), incl[idx].copy(), x[idx].copy())
+        key = (job.task, job.metric.name, job.condition, json.dumps(job.group, sort_keys=True, default=str))
+        out[key] = {"point": point, "boot": np.array(dist, dtype=np.float64), "units": sigs[id(t)],
+                    "n_units": c.ctx.n_units, "n": c.ctx.n, "prop": prop}
+    return out
 
 
 def _evaluate(c: _Compiled) -> tuple[float | None, np.ndarray, list[str]]:

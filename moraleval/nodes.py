@@ -342,6 +342,7 @@ class Comparison:
     test: str = "bootstrap"  # "bootstrap" | "mcnemar" | "paired_t" | "wilcoxon"
     correction: str = "holm"  # "holm" | "bh" | "bonferroni" | "none"
     span: Span | None = _span()
+    models: bool = False  # `compare model b vs a ...`: the pairs name models, not conditions
 
 
 @attrs.frozen
@@ -355,6 +356,19 @@ class Model:
     name: str
     backend: str
     settings: tuple[tuple[str, Expr], ...] = _tuple()
+    default: bool = False
+    span: Span | None = _span()
+    about: tuple[tuple[str, Expr], ...] = _tuple()  # metadata for the report (params, rlhf_steps, quantize, ...)
+
+
+@attrs.frozen
+class ModelSet:
+    """`models NAME = [a, b, c] axis params scale log`: models run together, ordered along an axis."""
+
+    name: str
+    members: tuple[str, ...] = _tuple()
+    axis: str | None = None  # a key of the members' `about` block
+    scale: str = "linear"  # "linear" | "log"
     default: bool = False
     span: Span | None = _span()
 
@@ -376,7 +390,7 @@ class RunSettings:
 
 
 Stmt = Union[Version, Study, Import, Param, Let, DataRoot, Template, Dataset, Task, Metric, Bootstrap, Comparison,
-             Report, Model, RunSettings, Requires]
+             Report, Model, ModelSet, RunSettings, Requires]
 
 
 @attrs.frozen

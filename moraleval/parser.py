@@ -437,9 +437,12 @@ class _ToNodes(Transformer):
         return (str(c[0]), str(c[1]))
 
     def compare(self, meta, c):
-        *pairs, metrics, test, correction = c
+        models, *pairs, metrics, test, correction = c
         return n.Comparison(tuple(pairs), metrics, str(test) if test else "bootstrap",
-                            str(correction) if correction else "holm", span=_span(meta))
+                            str(correction) if correction else "holm", span=_span(meta), models=models is not None)
+
+    def compare_models(self, meta, c):
+        return True
 
     def report(self, meta, c):
         return n.Report(c[0], span=_span(meta))
@@ -451,8 +454,21 @@ class _ToNodes(Transformer):
         return n.RunSettings(tuple(c), span=_span(meta))
 
     def model(self, meta, c):
-        default, name, backend, *settings = c
-        return n.Model(str(name), str(backend), tuple(settings), default is not None, span=_span(meta))
+        default, name, backend, *settings, about = c
+        return n.Model(str(name), str(backend), tuple(settings), default is not None, span=_span(meta),
+                       about=about or ())
+
+    def about(self, meta, c):
+        return tuple(c)
+
+    def model_set(self, meta, c):
+        default, name, *members, axis = c
+        axis_name, scale = axis if axis is not None else (None, None)
+        return n.ModelSet(str(name), tuple(str(m) for m in members if m is not None), axis_name,
+                          scale or "linear", default is not None, span=_span(meta))
+
+    def set_axis(self, meta, c):
+        return (str(c[0]), str(c[1]) if c[1] is not None else None)
 
 
 class _Format:

@@ -179,6 +179,7 @@ class ComparisonPlan:
     test: str
     correction: str
     family: int  # comparisons with the same family number are corrected together
+    models: bool = False  # treatment/baseline name models (`compare model b vs a`), measured across models
 
 
 @attrs.frozen
@@ -200,6 +201,7 @@ class Plan:
     models: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {backend, settings, default}
     run: dict[str, Any] = attrs.field(factory=dict)  # the spec's run settings (executor, workers, batch_size)
     imports: dict[str, str] = attrs.field(factory=dict)  # imported spec path -> sha256
+    model_sets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {models, axis, scale, default}
 
     def request_by_key(self) -> dict[str, PlanRequest]:
         return {r.key: r for r in self.requests}
@@ -215,10 +217,13 @@ class Plan:
             "datasets": self.datasets,
             "tasks": self.tasks,
             "models": self.models,
+            "model_sets": self.model_sets,
             "run": self.run,
             "metrics": [attrs.asdict(m) for m in self.metrics],
             "bootstrap": attrs.asdict(self.bootstrap),
-            "comparisons": [attrs.asdict(c) for c in self.comparisons],
+            # "models": true only on `compare model` comparisons (plans without them are unchanged)
+            "comparisons": [{k: v for k, v in attrs.asdict(c).items() if k != "models" or v}
+                            for c in self.comparisons],
             "report_by": list(self.report_by),
             "requests": [r.to_json() for r in self.requests],
             "items": [i.to_json() for i in self.items],

@@ -204,7 +204,8 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
     for family, cmp in enumerate(checked.comparisons):
         for metric in cmp.metrics:
             for treatment, baseline in cmp.pairs:
-                comparisons.append(ComparisonPlan(treatment, baseline, metric, cmp.test, cmp.correction, family))
+                comparisons.append(ComparisonPlan(treatment, baseline, metric, cmp.test, cmp.correction, family,
+                                                  models=getattr(cmp, "models", False)))
     b = checked.bootstrap
     datasets = {}
     for name, ds in checked.datasets.items():
@@ -224,4 +225,5 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
         models={k: {**v, "settings": _json_value(v["settings"])} for k, v in checked.models.items()},
         run=_json_value(checked.run_settings),
         imports=checked.imports,
+        model_sets=_json_value(getattr(checked, "model_sets", {})),
     )

@@ -46,6 +46,7 @@ class Estimate:
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # what a reader must know before trusting the number: [{"code": "few_units", "message": ...}, ...]
     flags: tuple[dict[str, str], ...] = attrs.field(default=(), converter=tuple)
+    model: str = ""  # the model's name in the spec (set by the pipeline; "" when measured outside a run)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)
@@ -73,6 +74,7 @@ class ComparisonResult:
     n_units: int = 0  # resampling units the pairs fall in (what the sign-flip test and the bootstrap resample)
     flags: tuple[dict[str, str], ...] = attrs.field(default=(), converter=tuple)
     p_method: str = ""  # how p_value was computed, e.g. "sign_flip_exact", "sign_flip_monte_carlo", "mcnemar"
+    model: str = ""  # the model's name in the spec (set by the pipeline)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v)

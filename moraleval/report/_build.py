@@ -309,10 +309,13 @@ def _render(backend: Any, prompt: Prompt) -> Any:
 
 
 def build_samples(plan: Plan, outcomes: Mapping[str, RequestOutcome], measurement: Any = None,
-                  backend: Any = None) -> list[dict[str, Any]]:
-    """One record per answered item, in plan.items order."""
+                  backend: Any = None, model_name: str | None = None) -> list[dict[str, Any]]:
+    """One record per answered item, in plan.items order (with "model": the model's name in the spec)."""
+    from moraleval.itemkey import item_key, task_data_hashes
+
     requests = plan.request_by_key()
     readouts = _measurement_readouts(plan, measurement)
+    dhash = task_data_hashes(plan.tasks, plan.datasets, plan.data_files)
     prompts: dict[str, dict[str, Any]] = {}
     out = []
     for k, item in enumerate(plan.items):
@@ -338,11 +341,14 @@ def build_samples(plan: Plan, outcomes: Mapping[str, RequestOutcome], measuremen
             "generated": dict(sorted(oc.generated.items())), "choice": item.choice, "choices": list(req.choices),
             "choice_values": list(item.choice_values), "logprobs": list(oc.score.logprobs),
             "n_tokens": list(oc.score.n_tokens), "readout": jsonable(readout), "values": item.values,
+            "item": item_key(dhash.get(item.task, ""), item.task, item.condition, item.row, item.variant),
         }
         if getattr(item, "rotation", None) is not None:
             rec["rotation"] = item.rotation
         if oc.score.top:
             rec["top"] = [list(t) for t in oc.score.top]
+        if model_name is not None:
+            rec["model"] = model_name
         out.append(rec)
     return out
 
@@ -444,14 +450,15 @@ def _build_manifest(plan: Plan, identity: Mapping[str, Any] | None, backend: Any
 def write_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOutcome], *,
                  out_dir: str | os.PathLike[str] | None = None, backend: Any = None,
                  identity: Mapping[str, Any] | None = None, run_stats: Any = None,
-                 started: datetime | None = None, finished: datetime | None = None) -> Path:
+                 started: datetime | None = None, finished: datetime | None = None,
+                 model_name: str | None = None) -> Path:
     """Write report.json, samples.jsonl, manifest.json, report.md, report.html and plots/ into ``out_dir``
     (default ``reports/<spec stem>/``); returns the directory.  ``backend`` gives ``render`` and ``identity``."""
     out = Path(out_dir) if out_dir is not None else default_report_dir(plan)
     if identity is None and backend is not None:
         identity = backend.identity()
     report = build_report(plan, measurement, outcomes, identity)
-    samples = build_samples(plan, outcomes, measurement, backend)
+    samples = build_samples(plan, outcomes, measurement, backend, model_name)
     report_bytes = (dumps_json(report) + "\n").encode("utf-8")
     samples_bytes = "".join(dumps_json(s, indent=None) + "\n" for s in samples).encode("utf-8")
     _write_atomic(out / REPORT_JSON, report_bytes)

@@ -1,0 +1,61 @@
+"""Figures across models (the paper's figure): a metric over the model axis, one line per condition with its CI
+band, or a dot plot with error bars when the axis is not numeric.  SVG text, deterministic (see ``plots``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from moraleval.plots import _RC, _figure, _svg
+
+__all__ = ["metric_vs_models"]
+
+
+def metric_vs_models(title: str, models: Sequence[str], axis_values: Sequence[Any] | None,
+                     series: dict[str, list[tuple[float | None, float | None, float | None]]], *,
+                     log: bool = False, xlabel: str = "", ylabel: str = "") -> str:
+    """``series[label][k] = (value, ci_low, ci_high)`` for ``models[k]``.  A numeric ``axis_values`` gives lines
+    with CI bands over that axis (log scale if ``log``); None gives a dot plot over the model names."""
+    import matplotlib
+
+    numeric = axis_values is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in axis_values)
+    with matplotlib.rc_context(_RC):
+        fig = _figure(max(3.4, 0.8 * len(models) + 2.0), 2.9)
+        ax = fig.add_subplot(1, 1, 1)
+        n = max(len(series), 1)
+        for s, (label, values) in enumerate(series.items()):
+            pts = [(k, v, lo, hi) for k, (v, lo, hi) in enumerate(values) if v is not None and math.isfinite(v)]
+            if not pts:
+                continue
+            if numeric:
+                xs = [float(axis_values[k]) for k, *_ in pts]
+                order = sorted(range(len(xs)), key=lambda i: xs[i])
+                xs = [xs[i] for i in order]
+                ys = [pts[i][1] for i in order]
+                lo = [pts[i][2] if pts[i][2] is not None else pts[i][1] for i in order]
+                hi = [pts[i][3] if pts[i][3] is not None else pts[i][1] for i in order]
+                line = ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.2, label=label)[0]
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            else:
+                off = (s - (n - 1) / 2) * (0.5 / n)
+                xs = [k + off for k, *_ in pts]
+                ys = [p[1] for p in pts]
+                err = [[p[1] - p[2] if p[2] is not None else 0.0 for p in pts],
+                       [p[3] - p[1] if p[3] is not None else 0.0 for p in pts]]
+                ax.errorbar(xs, ys, yerr=err, fmt="o", markersize=4, capsize=3, elinewidth=1, label=label)
+        if numeric:
+            if log:
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+        else:
+            ax.set_xticks(range(len(models)))
+            ax.set_xticklabels(list(models), rotation=20 if len(models) > 4 else 0)
+            ax.set_xlim(-0.6, len(models) - 0.4)
+            ax.set_xlabel(xlabel or "model")
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        if len(series) > 1:
+            ax.legend(fontsize=7, frameon=False)
+        return _svg(fig)

@@ -1,0 +1,217 @@
+"""Statistics across models against independent references: a hand-computed paired cluster bootstrap, McNemar
+from statsmodels called directly, trend slopes from numpy.polyfit and statsmodels OLS."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _models_support import backends, write_spec  # noqa: E402
+
+import moraleval  # noqa: E402
+from moraleval.across import FEW_UNITS, measure_across, ols_slope  # noqa: E402
+from moraleval.plan import BootstrapPlan  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("no_env_data")
+
+B = 300
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("across")
+    import os as _os
+
+    old = _os.environ.pop("MORALEVAL_DATA", None)
+    try:
+        spec = write_spec(tmp, resamples=B, extra="compare model b vs a on accuracy_ambiguous test mcnemar correct "
+                                                   "holm\ncompare model b vs a, c vs a on bias_ambiguous, "
+                                                   "accuracy_ambiguous test bootstrap correct holm")
+        res = moraleval.run(spec, out=tmp / "out", cache=tmp / "cache", backends=backends("a", "b", "c"), log=None)
+    finally:
+        if old is not None:
+            _os.environ["MORALEVAL_DATA"] = old
+    samples = [json.loads(line) for line in (tmp / "out" / "samples.jsonl").read_text().splitlines()]
+    return res, samples
+
+
+def _by_model(samples, model):
+    return [s for s in samples if s["model"] == model]
+
+
+def _units(rows):
+    """Resampling units as measure numbers them: (question_index, category), in order of first appearance."""
+    index = {}
+    return np.array([index.setdefault((r["values"]["question_index"], r["values"]["category"]), len(index))
+                     for r in rows]), len(index)
+
+
+def _hand_accuracy(rows, units, n_units, counts, condition):
+    """accuracy_ambiguous = mean(answer == label where context_condition == "ambig") under resample weights."""
+    num = np.zeros(n_units)
+    den = np.zeros(n_units)
+    for r, u in zip(rows, units):
+        if r["condition"] != condition or r["values"]["context_condition"] != "ambig":
+            continue
+        den[u] += 1
+        num[u] += r["readout"]["answer"] == r["values"]["label"]
+    return (counts @ num) / (counts @ den), num.sum() / den.sum()
+
+
+def _result(res, **want):
+    out = [r for r in res.across.results if all(getattr(r, k) == v for k, v in want.items())]
+    assert len(out) == 1, (want, out)
+    return out[0]
+
+
+def test_model_difference_equals_hand_computed_paired_bootstrap(study) -> None:
+    res, samples = study
+    ra, rb = _by_model(samples, "a"), _by_model(samples, "b")
+    units, n_units = _units(ra)
+    assert np.array_equal(units, _units(rb)[0])
+    # the draws of moraleval.stats.resample_counts, redone by hand: B × n_units uniform unit indices
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, n_units, size=(B, n_units), dtype=np.int32)
+    counts = np.stack([np.bincount(row, minlength=n_units) for row in idx]).astype(float)
+    for cond in ("Q", "Q_IF"):
+        da, pa = _hand_accuracy(ra, units, n_units, counts, cond)
+        db, pb = _hand_accuracy(rb, units, n_units, counts, cond)
+        diff = db - da
+        r = _result(res, kind="model_difference", metric="accuracy_ambiguous", condition=cond, group={},
+                    model="b", baseline_model="a", test="bootstrap")
+        assert r.effect == pytest.approx(pb - pa, abs=1e-12)
+        assert r.treatment_value == pytest.approx(pb) and r.baseline_value == pytest.approx(pa)
+        lo, hi = np.percentile(diff, [2.5, 97.5])
+        assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+        p = min(1.0, 2 * min((1 + (diff <= 0).sum()) / (B + 1), (1 + (diff >= 0).sum()) / (B + 1)))
+        assert r.p_value == pytest.approx(p)
+        assert r.n_units == n_units
+        assert [f["code"] for f in r.flags] == (["few_units"] if n_units < FEW_UNITS else [])
+
+
+def test_difference_in_differences_by_hand(study) -> None:
+    res, samples = study
+    ra, rb = _by_model(samples, "a"), _by_model(samples, "b")
+    units, n_units = _units(ra)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, n_units, size=(B, n_units), dtype=np.int32)
+    counts = np.stack([np.bincount(row, minlength=n_units) for row in idx]).astype(float)
+    (a1, pa1), (a0, pa0) = (_hand_accuracy(ra, units, n_units, counts, c) for c in ("Q_IF", "Q"))
+    (b1, pb1), (b0, pb0) = (_hand_accuracy(rb, units, n_units, counts, c) for c in ("Q_IF", "Q"))
+    r = _result(res, kind="difference_in_differences", metric="accuracy_ambiguous", group={}, model="b",
+                baseline_model="a", treatment="Q_IF", baseline="Q")
+    assert r.effect == pytest.approx((pb1 - pb0) - (pa1 - pa0), abs=1e-12)
+    lo, hi = np.percentile((b1 - b0) - (a1 - a0), [2.5, 97.5])
+    assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+
+
+def test_mcnemar_between_models_matches_statsmodels(study) -> None:
+    res, samples = study
+    for cond in ("Q", "Q_IF"):
+        pairs = {}
+        for s in samples:
+            if s["condition"] == cond and s["values"]["context_condition"] == "ambig" and s["model"] in "ab":
+                pairs.setdefault((s["row"], s["variant"]), {})[s["model"]] = s["readout"]["answer"] == s["values"]["label"]
+        a = np.array([v["a"] for v in pairs.values()])
+        b = np.array([v["b"] for v in pairs.values()])
+        table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+        r = _result(res, kind="model_difference", metric="accuracy_ambiguous", condition=cond, group={},
+                    model="b", baseline_model="a", test="mcnemar")
+        assert r.detail["table"] == table
+        assert r.n == len(pairs)
+        discordant = table[0][1] + table[1][0]
+        if discordant == 0:
+            assert r.p_value == 1.0
+        else:
+            assert r.detail["exact"] is (discordant < 25)
+            ref = sm_mcnemar(np.array(table), exact=discordant < 25, correction=True)
+            assert r.p_value == pytest.approx(float(ref.pvalue), rel=1e-12)
+
+
+def test_holm_within_each_family(study) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    res, _ = study
+    fam = [r for r in res.across.results if r.kind == "model_difference" and r.test == "bootstrap" and not r.group]
+    ps = [r.p_value for r in fam]
+    assert len(ps) == 8  # (b, c) × (bias_ambiguous, accuracy_ambiguous) × (Q, Q_IF)
+    assert [r.p_adjusted for r in fam] == pytest.approx(list(multipletests(ps, method="holm")[1]))
+
+
+def test_trend_over_log_axis_matches_polyfit_and_ols(study) -> None:
+    res, _ = study
+    names = ["a", "b", "c"]
+    x = np.log10([1e8, 1e9, 1e10])
+    for cond in ("Q", "Q_IF"):
+        ys = []
+        for m in names:
+            e = next(e for e in res.runs[m].measurement.estimates
+                     if e.metric == "bias_ambiguous" and e.condition == cond and not e.group)
+            ys.append(e.value)
+        r = _result(res, kind="trend", metric="bias_ambiguous", condition=cond, group={})
+        assert r.effect == pytest.approx(np.polyfit(x, ys, 1)[0], abs=1e-12)
+        ols = sm.OLS(np.array(ys), sm.add_constant(x)).fit()
+        assert r.effect == pytest.approx(ols.params[1], abs=1e-12)
+        assert [p[0] for p in r.points] == [1e8, 1e9, 1e10] and r.scale == "log" and r.axis == "params"
+
+
+class _Run:
+    def __init__(self, about, replicates):
+        self.about, self.replicates = about, replicates
+
+
+class _Plan:
+    bootstrap = BootstrapPlan(resamples=400, seed=0, method="percentile")
+    tasks = {"t": {"conditions": [{"name": "Q"}]}}
+    metrics = [type("M", (), {"name": "m"})()]
+    comparisons = ()
+
+
+def test_trend_on_a_toy_study_with_known_slope() -> None:
+    """Four 'models' whose metric is exactly 0.2 + 0.05·log10(params); replicates share unit noise (paired)."""
+    rng = np.random.default_rng(5)
+    params = [1e8, 1e9, 1e10, 1e11]
+    noise = rng.normal(0, 0.02, size=(400, 1)) + rng.normal(0, 0.01, size=(400, 4))
+    runs = {}
+    for k, p in enumerate(params):
+        y = 0.2 + 0.05 * math.log10(p)
+        rep = {("t", "m", "Q", "{}"): {"point": y, "boot": y + noise[:, k], "units": "same", "n_units": 40, "n": 80,
+                                       "prop": None}}
+        runs[f"m{k}"] = _Run({"params": p}, rep)
+    across = measure_across(_Plan(), runs, axis="params", scale="log")
+    (r,) = across.of("trend")
+    assert r.effect == pytest.approx(0.05, abs=1e-12)
+    xs = np.log10(params)
+    boots = np.column_stack([runs[f"m{k}"].replicates[("t", "m", "Q", "{}")]["boot"] for k in range(4)])
+    ref = np.array([np.polyfit(xs, row, 1)[0] for row in boots])
+    assert np.allclose(ols_slope(xs, boots), ref, atol=1e-12)
+    lo, hi = np.percentile(ref, [2.5, 97.5])
+    assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert r.ci_low < 0.05 < r.ci_high and r.flags == ()
+    # no declared model comparison: every model against the first
+    diffs = across.of("model_difference")
+    assert [(d.model, d.baseline_model) for d in diffs] == [("m1", "m0"), ("m2", "m0"), ("m3", "m0")]
+    assert diffs[0].effect == pytest.approx(0.05)
+
+
+def test_unpaired_replicates_give_no_interval() -> None:
+    runs = {
+        "a": _Run({}, {("t", "m", "Q", "{}"): {"point": 0.1, "boot": np.full(10, 0.1), "units": "u1", "n_units": 30,
+                                               "n": 30, "prop": None}}),
+        "b": _Run({}, {("t", "m", "Q", "{}"): {"point": 0.3, "boot": np.full(10, 0.3), "units": "u2", "n_units": 30,
+                                               "n": 30, "prop": None}}),
+    }
+    across = measure_across(_Plan(), runs)
+    (d,) = across.of("model_difference")
+    assert d.effect == pytest.approx(0.2) and d.ci_low is None and d.p_value is None
+    assert any("not paired" in w for w in d.warnings) and any("other items" in w for w in across.warnings)

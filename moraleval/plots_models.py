@@ -6,7 +6,25 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from moraleval.plots import _RC, _figure, _svg
+import io
+
+# deterministic SVG: a fixed hash salt, no date or creator, text as paths
+_RC = {"svg.hashsalt": "moraleval", "svg.fonttype": "path", "font.size": 9, "axes.spines.top": False,
+       "axes.spines.right": False}
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    text = buf.getvalue()
+    start = text.find("<svg")  # drop the XML prolog/doctype so the SVG can be inlined in HTML
+    return text[start:] if start >= 0 else text
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 __all__ = ["metric_vs_models"]
 

@@ -26,9 +26,22 @@ def rerender(out_dir: Any) -> list[Path]:
     """`moraleval report DIR` for any report: a several-model one is rendered here, else by ``report``."""
     out = Path(out_dir)
     report, samples = rep._load(out)
-    if report.get("models"):
-        return render_files(out, report, samples)
-    return rep.rerender(out)
+    if not report.get("models"):
+        return rep.rerender(out)
+    manifest = None
+    try:
+        manifest = json.loads((out / rep.MANIFEST_JSON).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    size = (out / rep.SAMPLES_JSONL).stat().st_size if (out / rep.SAMPLES_JSONL).exists() else None
+    written = render_files(out, report, samples, manifest, samples_bytes=size)
+    if manifest is not None:
+        outputs = {k: v for k, v in (manifest.get("outputs") or {}).items()
+                   if k in (rep.REPORT_JSON, rep.SAMPLES_JSONL)}
+        outputs.update({str(p.relative_to(out).as_posix()): rep._sha256_file(p) for p in written})
+        manifest["outputs"] = outputs
+        rep._write_atomic(out / rep.MANIFEST_JSON, (rep.dumps_json(manifest) + "\n").encode("utf-8"))
+    return written
 
 
 def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: Any,
@@ -93,8 +106,10 @@ def write_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
     manifest["backend"] = None
     manifest["backends"] = backends
     manifest["missing_models"] = list(missing)
+    rendered = render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()],
+                            json.loads(rep.dumps_json(manifest)), samples_bytes=len(samples_bytes))
+    manifest["outputs"].update({str(p.relative_to(out).as_posix()): rep._sha256_file(p) for p in rendered})
     rep._write_atomic(out / rep.MANIFEST_JSON, (rep.dumps_json(manifest) + "\n").encode("utf-8"))
-    render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()])
     return out
 
 
@@ -267,12 +282,68 @@ def render_html(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str]])
             + "\n".join(body) + "</body></html>\n")
 
 
-def render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[Path]:
+def _across_markdown(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str]]) -> str:
+    """The across-model view that leads a several-model report: the models, the figures, the contrasts."""
+    sel = report.get("model_set") or {}
+    parts = []
+    if report.get("missing_models"):
+        parts += [f"**PARTIAL REPORT: model(s) {', '.join(report['missing_models'])} are missing.**", ""]
+    parts += ["## Across models", "",
+              f"Models ({sel.get('name') or 'listed'}; axis {sel.get('axis') or '–'}"
+              f"{', log scale' if sel.get('scale') == 'log' else ''}):", ""]
+    parts += [f"- {_model_line(n, report['models'][n])}" for n in sel.get("models", [])]
+    parts += ["", "The same resampled units for every model and condition, so every contrast is paired.", ""]
+    for name, caption, _svg in figs:
+        parts += [f"![{caption}](plots/{name})", ""]
+    rows = _across_rows(report)
+    parts.append(_md_table(_ACROSS_HEADER, rows) if rows else "No contrasts across models.")
+    return "\n".join(parts) + "\n\n"
+
+
+def _across_html(report: Mapping[str, Any], figs: Sequence[tuple[str, str, str]]) -> str:
+    sel = report.get("model_set") or {}
+    body = ['<section id="across"><h2>Across models</h2>']
+    if report.get("missing_models"):
+        body.append(f"<p><strong>PARTIAL REPORT: model(s) {html.escape(', '.join(report['missing_models']))} "
+                    "are missing.</strong></p>")
+    body.append("<ul>" + "".join(f"<li>{html.escape(_model_line(n, report['models'][n]))}</li>"
+                                 for n in sel.get("models", [])) + "</ul>")
+    body.append("<p>The same resampled units for every model and condition, so every contrast is paired.</p>")
+    for _name, caption, svg in figs:
+        body.append(f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    rows = _across_rows(report)
+    body.append(_html_table(_ACROSS_HEADER, rows) if rows else "<p>No contrasts across models.</p>")
+    body.append("</section>\n")
+    return "\n".join(body)
+
+
+def _splice(text: str, before: str, insert: str) -> str:
+    """``insert`` just before the first ``before`` (the headline findings), or at the end."""
+    i = text.find(before)
+    return text + insert if i < 0 else text[:i] + insert + text[i:]
+
+
+def render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                 manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None) -> list[Path]:
+    """The report page of every report (tables with a model column, figures, the sample browser), led by the
+    across-model view."""
+    from moraleval.report.render import render_pages
+
     figs = _figures(report)
-    written = []
+    files = render_pages(report, samples, manifest, samples_bytes=samples_bytes)
+    files["report.md"] = _splice(files["report.md"].decode("utf-8"), "## Headline findings",
+                                 _across_markdown(report, figs)).encode("utf-8")
+    files["report.html"] = _splice(files["report.html"].decode("utf-8"), '<section id="findings">',
+                                   _across_html(report, figs)).encode("utf-8")
     for name, _caption, svg in figs:
-        written.append(out / "plots" / name)
-        rep._write_atomic(written[-1], svg.encode("utf-8"))
-    rep._write_atomic(out / "report.md", render_markdown(report, figs).encode("utf-8"))
-    rep._write_atomic(out / "report.html", render_html(report, figs).encode("utf-8"))
-    return [out / "report.md", out / "report.html", *written]
+        files[f"plots/{name}"] = svg.encode("utf-8")
+    plots = out / "plots"
+    if plots.is_dir():  # figures of an earlier rendering that this one does not draw
+        for old in plots.glob("*.svg"):
+            if f"plots/{old.name}" not in files:
+                old.unlink()
+    written = []
+    for name in ("report.md", "report.html", *sorted(k for k in files if k.startswith("plots"))):
+        written.append(out / name)
+        rep._write_atomic(written[-1], files[name])
+    return written

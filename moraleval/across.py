@@ -31,7 +31,7 @@ from moraleval import stats
 __all__ = ["Across", "AcrossResult", "FEW_UNITS", "measure_across", "ols_slope", "summary_lines"]
 
 #: contrasts over fewer resampling units than this are flagged ``few_units`` (their intervals are unreliable).
-FEW_UNITS = 20
+FEW_UNITS = stats.MIN_UNITS  # the same threshold as every estimate (stats.MIN_UNITS, docs/statistics.md)
 
 
 def _f(x: Any) -> float | None:

@@ -29,7 +29,7 @@ def test_quantization_with_llama_cpp_server(tmp_path: Path, monkeypatch) -> None
 
     with llama_server(gguf) as url:
         res = moraleval.run(REPO / "specs" / "quantization.me", models="gguf,gguf_llamacpp", out=tmp_path / "out",
-                            cache=tmp_path / "cache", overrides={"llama_server": url}, limit=30, log=None)
+                            cache=tmp_path / "cache", overrides={"llama_server": url}, limit=8, log=None)
     assert res.missing == ()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["models"]["gguf_llamacpp"]["identity"]["backend"] == "openai"

@@ -247,7 +247,7 @@ def _degenerate(dists: Sequence[Mapping[str, Any]], labels: Mapping[str, Mapping
         if k / n >= DEGENERATE_SHARE:
             label = labels.get(d.get("task"), {}).get(top, top)
             who = f" ({d['model']})" if d.get("model") else ""
-            out[(d.get("task"), d.get("condition"), d.get("model"))] = (
+            out[(d.get("task"), d.get("condition"), d.get("model") or None)] = (
                 f"degenerate answers: under {d.get('condition')}{who} the model answered {label} in {k}/{n} items, "
                 "so this estimate reflects one fixed answer rather than the items' content")
     return out
@@ -274,7 +274,7 @@ def estimate_flags(e: Mapping[str, Any], degenerate: Mapping[tuple, str]) -> lis
     n_units = e.get("n_units")
     if isinstance(n_units, int) and n_units < FEW_UNITS:
         add("few_units", f"only {n_units} resampling unit(s): the bootstrap interval is unreliable")
-    msg = degenerate.get((e.get("task"), e.get("condition"), e.get("model")))
+    msg = degenerate.get((e.get("task"), e.get("condition"), e.get("model") or None))
     if msg and "condition" in e:
         add("degenerate_answers", msg)
     for w in e.get("warnings") or []:
@@ -475,7 +475,7 @@ def page_model(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
         dist_rows.append({**d, "cells": [{"answer": lab.get(a, a), "count": k,
                                           "share": f"{100 * k / n:.0f}%" if n else "–"}
                                          for a, k in sorted((d.get("counts") or {}).items(), key=lambda kv: kv[0])],
-                          "degenerate": (d.get("task"), d.get("condition"), d.get("model")) in degenerate})
+                          "degenerate": (d.get("task"), d.get("condition"), d.get("model") or None) in degenerate})
     return {
         "title": report.get("study") or "moraleval report",
         "context": _context(report, manifest),

@@ -78,6 +78,7 @@ class ModelRun:
     samples: list[dict[str, Any]] | None = None  # its samples.jsonl rows (with "model")
     error: str | None = None
     out_dir: Path | None = None  # a single-model run: where its report was written
+    model_dir: Any = None  # a local backend's model folder (the manifest lists its files with their paths)
 
     @property
     def complete(self) -> bool:
@@ -230,7 +231,8 @@ def _run_model(plan, name: str, store, *, backends, limit, batch_size, executor,
             return ModelRun(name, about, model["backend"], measurement, outcomes, identity, out_dir=out_dir)
         part = rep.build_report(mplan, measurement, outcomes, identity)
         samples = rep.build_samples(mplan, outcomes, measurement, backend, model_name=name)
-        return ModelRun(name, about, model["backend"], measurement, outcomes, identity, replicates, part, samples)
+        return ModelRun(name, about, model["backend"], measurement, outcomes, identity, replicates, part, samples,
+                        model_dir=getattr(backend, "model_dir", None))
     finally:
         if given is None:
             backend.close()

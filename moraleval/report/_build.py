@@ -41,6 +41,7 @@ import attrs
 from moraleval.backend import Prompt, canonical_json
 from moraleval.cache import model_key
 from moraleval.errors import MoralevalError, ReportError
+from moraleval.datasets import sha256_file
 from moraleval.plan import Plan, PlanItem, PlanRequest
 from moraleval.results import RequestOutcome
 
@@ -122,12 +123,7 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256_file = sha256_file  # one streaming hasher for data, model and report files (moraleval.datasets)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

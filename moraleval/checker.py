@@ -193,7 +193,7 @@ class _Checker:
         roots = self._search_path(stmts(n.DataRoot))
         datasets = {ds.name: self._dataset(ds, consts, roots) for ds in stmts(n.Dataset)}
         used = list(self.used_roots.values())
-        first = used[0] if used else next((r for r in roots if r.path.is_dir()), None)
+        first = used[0] if used else next((r for r in roots if safeio.is_dir(r.path)), None)
         data_root = first.path if first else None
         reason = (first.rule if first else "none found") + (
             f"; files also from {', '.join(str(r.path) for r in used[1:])}" if len(used) > 1 else "")
@@ -404,7 +404,7 @@ class _Checker:
             lines.append((d.path, Path(src.path).parent, where))
         roots = search_path(self.cli_data_roots, lines)
         for d, root in zip(stmts, roots[len(self.cli_data_roots):]):
-            if d.path != BUILTIN_SAMPLE and not root.path.is_dir():
+            if d.path != BUILTIN_SAMPLE and not safeio.is_dir(root.path):
                 self.warn(f"data root '{d.path}' does not exist (looked for {root.path}); it is skipped", d,
                           "create it, fix the path (relative to this file), or drop the line", self._src(d),
                           code="W133")

@@ -23,7 +23,7 @@ from typing import Iterable
 import attrs
 
 from moraleval.datasets import UnsafePath, resolve_data_path, sha256_file
-from moraleval.safeio import FileProblem, probe
+from moraleval.safeio import FileProblem, is_dir, probe
 
 BUILTIN_SAMPLE = "builtin:sample"
 ENV_DATA = "MORALEVAL_DATA"
@@ -51,7 +51,7 @@ class DataRoot:
     rule: str
 
     def describe(self) -> str:
-        state = "" if self.path.is_dir() else ", does not exist"
+        state = "" if is_dir(self.path) else ", does not exist"
         return f"{self.path} ({self.rule}{state})"
 
 
@@ -107,7 +107,7 @@ def locate(roots: list[DataRoot], rel: str, pinned: str | None) -> Located:
     problems = []
     _check_relative(rel)
     for root in roots:
-        if not root.path.is_dir():
+        if not is_dir(root.path):
             continue
         path = resolve_data_path(root.path, rel)
         problem = probe(path)
@@ -139,10 +139,10 @@ def near_names(roots: list[DataRoot], rel: str, declared: Iterable[str] = (), li
     for root in roots:
         folder = root.path / parent
         try:
-            entries = sorted(folder.iterdir())[:2000] if folder.is_dir() else []
+            entries = sorted(folder.iterdir())[:2000] if is_dir(folder) else []
         except OSError:
             continue
-        names.update(e.name for e in entries if e.is_file())
+        names.update(e.name for e in entries if probe(e) is None)
     names.discard(Path(rel).name)
     # compared by stem, case-insensitively: 'religion.jsonl' for 'Religion.jsonl', 'Age.csv' for 'Age.jsonl'
     by_stem: dict[str, list[str]] = {}

@@ -36,6 +36,15 @@ def probe(path: Path) -> FileProblem | None:
     return None
 
 
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()`` that says False, not raises, for a name too long, a loop or a permission error (on
+    Python 3.11 ``Path.is_dir`` lets ENAMETOOLONG through)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _os_problem(exc: OSError) -> FileProblem:
     if exc.errno == errno.ENAMETOOLONG:
         return FileProblem("has a name too long for the file system", "shorten the path (a file name is at most "

@@ -182,14 +182,33 @@ def file_list(read: n.Read, consts: dict[str, Any]) -> list[tuple[dict[str, Any]
     values = evaluate(read.iterable, consts)
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         raise StatementError(f"'for {read.var} in ...' needs a list, got {values!r}", read.iterable)
-    out = []
-    for v in values:
-        try:
-            out.append(({read.var: v}, read.path.format(**{read.var: v})))
-        except (KeyError, IndexError) as exc:
-            raise StatementError(f"path '{read.path}' has a placeholder {exc} that is not '{{{read.var}}}'",
-                                 read) from None
-    return out
+    pieces = _path_pieces(read)
+    return [({read.var: v}, "".join(p if field is None else str(v) for p, field in pieces)) for v in values]
+
+
+def _path_pieces(read: n.Read) -> list[tuple[str, str | None]]:
+    """``read.path`` split into literal text and ``{var}`` placeholders.  Only the bare loop variable may appear
+    in braces (no attributes, indexes, conversions or format specs: a path is not a program); ``{{``/``}}`` are
+    literal braces."""
+    import string
+
+    pieces: list[tuple[str, str | None]] = []
+    fix = f"write '{{{read.var}}}' for the loop value, '{{{{' and '}}}}' for literal braces"
+    try:
+        parsed = list(string.Formatter().parse(read.path))
+    except ValueError as exc:
+        raise StatementError(f"path '{read.path}' has unbalanced braces ({exc})", read, hint=fix) from None
+    for literal, field, spec, conversion in parsed:
+        if literal:
+            pieces.append((literal, None))
+        if field is None:
+            continue
+        if field != read.var or spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise StatementError(f"path '{read.path}' has a placeholder '{shown}' that is not '{{{read.var}}}'",
+                                 read, hint=fix)
+        pieces.append(("", field))
+    return pieces
 
 
 @contextlib.contextmanager

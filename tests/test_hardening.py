@@ -101,6 +101,29 @@ def test_a_read_path_of_300_characters_is_a_diagnostic(tmp_path, tiny_data):
     assert "spec.me:3:5: error: data file 'bbbb" in text and "has a name too long" in text
 
 
+@pytest.mark.parametrize("path, shown", [
+    ("tiny/{c.jsonl", "unbalanced braces"),
+    ("tiny/{c.__class__}.jsonl", "placeholder '{c.__class__}' that is not '{c}'"),
+    ("tiny/{c!r}.jsonl", "placeholder '{c!r}' that is not '{c}'"),
+    ("tiny/{c:>9}.jsonl", "placeholder '{c:>9}' that is not '{c}'"),
+    ("tiny/{other}.jsonl", "placeholder '{other}' that is not '{c}'"),
+])
+def test_a_read_path_with_a_bad_placeholder_is_a_located_diagnostic(tmp_path, tiny_data, path, shown):
+    # found by the slow fuzz (case 3780): an unbalanced brace in a `read ... for` path was a ValueError traceback
+    spec = f'moraleval 1\ndataset d {{\n    read jsonl "{path}" for c in ["items"]\n}}\n'
+    code, text = check_text(tmp_path, spec, "--data", str(tiny_data))
+    assert code == 2
+    assert "spec.me:3:5: error:" in text and shown in text and "'{{' and '}}' for literal braces" in text
+
+
+def test_a_data_line_too_long_for_the_file_system_is_skipped_with_a_warning(tmp_path):
+    # found by the slow fuzz (cases 1032, 1057, 2282, 2577): is_dir() raised ENAMETOOLONG
+    spec = 'moraleval 1\ndata "' + "a" * 300 + '"\n'
+    code, text = check_text(tmp_path, spec)
+    assert code == 0
+    assert "spec.me:2:1: warning: data root 'aaaa" in text and "is skipped" in text
+
+
 def test_check_of_a_300_character_spec_name(tmp_path):
     code, _, err = run_cli(["check", str(tmp_path / ("c" * 300 + ".me"))])
     assert code == 1

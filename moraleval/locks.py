@@ -38,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from moraleval.errors import OutputDirBusy
+from moraleval.errors import OutputDirBusy, OutputDirError
 
 LOCK_NAME = ".moraleval.lock"
 WORK_LOCK = ".in-use.lock"  # inside a work folder: held while the folder is in use
@@ -142,7 +142,13 @@ def lock_dir(directory: str | os.PathLike[str], *, label: str) -> DirLock:
 
     ``label`` is how the user named the directory (``--out reports/x``)."""
     lock = DirLock(directory)
-    holder = lock.acquire()
+    try:
+        holder = lock.acquire()
+    except OSError as exc:  # a read-only or vanished directory: the user's to fix, in one sentence
+        from moraleval.outdir import _why
+
+        raise OutputDirError(f"{label} cannot be locked for writing: {_why(exc)}",
+                             hint="give a directory you can write to") from None
     if holder is not None:
         raise OutputDirBusy(f"{label} is in use by another moraleval run: {describe_holder(holder)}",
                             hint="wait for that run to finish, or give this one another --out DIR (both share the "

@@ -288,3 +288,10 @@ def test_the_onnx_store_sweeps_its_models_dir_on_start(tmp_path: Path, monkeypat
     assert sorted(_store.sweep_leftovers()) == sorted(leftovers)
     assert all(d.is_dir() for d in keep) and not any(d.exists() for d in leftovers)
 
+
+
+def test_a_directory_that_cannot_be_locked_is_one_clear_error(tmp_path: Path) -> None:
+    from moraleval.errors import OutputDirError
+
+    with pytest.raises(OutputDirError, match="--out x cannot be locked for writing: No such file or directory"):
+        lock_dir(tmp_path / "gone", label="--out x")

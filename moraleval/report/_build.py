@@ -522,8 +522,11 @@ def remove_stale(out: Path, previous: Iterable[str], current: Iterable[str]) -> 
     the old manifest listing what is still to remove.  Returns the names removed."""
     keep = {n.replace(os.sep, "/") for n in current} | {MANIFEST_JSON}
     removed = []
+    plots_elsewhere = (out / "plots").is_symlink()  # never follow it out of the report directory
     for name in sorted(set(previous) - keep):
         path = out / name
+        if "/" in name and plots_elsewhere:
+            continue
         try:
             if path.is_symlink() or path.is_file():
                 path.unlink()

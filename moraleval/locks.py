@@ -46,7 +46,12 @@ _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
 
 
 def _holder_info() -> dict[str, object]:
-    command = " ".join(["moraleval", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "moraleval (library call)"
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if program in ("moraleval", "__main__.py"):  # the command line, or `python -m moraleval`
+        command = " ".join(["moraleval", *sys.argv[1:]])
+    else:  # moraleval.run() inside another program (a notebook, a script, pytest)
+        program = "python -c" if program in ("", "-c") else program
+        command = " ".join([program, *sys.argv[1:]]) + " (moraleval as a library)"
     return {"pid": os.getpid(), "host": socket.gethostname(),
             "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "command": command if len(command) <= 300 else command[:297] + "..."}

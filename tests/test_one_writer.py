@@ -83,7 +83,7 @@ def test_a_second_run_into_a_locked_out_is_refused_naming_the_holder(tmp_path: P
         took = time.monotonic() - t0
     err = str(info.value)
     assert f"--out {out} is in use by another moraleval run: pid {p.pid}, started 20" in err
-    assert "UTC (`moraleval" in err  # what it runs
+    assert "UTC (`python -c (moraleval as a library)`)" in err  # what it runs (`moraleval run ...` for the CLI)
     assert "hint: wait for that run to finish, or give this one another --out DIR" in err
     assert info.value.exit_code == 75
     assert took < 30  # refused at once, before any request (the backends were never called)

@@ -30,6 +30,7 @@ from moraleval.datapath import (
 from moraleval.errors import DataError, Diagnostic, MoralevalError, SpecCheckError, SpecError
 from moraleval.models_spec import check_about, check_model_comparisons, check_model_sets
 from moraleval.parser import parse
+from moraleval.plan import RUN_COUNT_LIMITS
 from moraleval.rowexpr import ROW_FUNCTIONS, EvalError, evaluate
 from moraleval.source import Source, Span
 from moraleval.urlsecrets import HINT as SECRET_HINT, redact_url, url_secret_problem
@@ -992,15 +993,24 @@ class _Checker:
                 if v is None:
                     continue
                 if not isinstance(v, kind) or isinstance(v, bool):
+                    example = f"{RUN_COUNT_LIMITS[key][2]}" if key in RUN_COUNT_LIMITS else '"local"' \
+                        if key == "executor" else '"HEAD_IP:6379"'
                     self.error(f"run setting '{key}' must be {'a whole number' if kind is int else 'a string'}, "
-                               f"got {v!r}", stmt, source=src, code="E196")
+                               f"got {v!r}", stmt, f"e.g. {key}: {example}", src, code="E196",
+                               span=getattr(value, "span", None))
                     continue
                 if key == "executor" and v not in ("local", "ray"):
                     self.error(f"unknown executor '{v}'", stmt, "executors: local, ray", src, code="E196")
                     continue
-                if kind is int and v < 1:
-                    self.error(f"run setting '{key}' must be at least 1", stmt, source=src, code="E196")
-                    continue
+                if kind is int and key in RUN_COUNT_LIMITS:
+                    low, high, typical = RUN_COUNT_LIMITS[key]
+                    if not low <= v <= high:
+                        what = f"at least {low}" if v < low else f"at most {high:,}"
+                        self.error(f"run setting '{key}' must be {what}, got {v:,}", stmt,
+                                   f"give a whole number from {low} to {high:,}, e.g. {key}: {typical}, or leave it "
+                                   f"out for the default (--{key.replace('_', '-')} N overrides it)",
+                                   src, code="E196", span=getattr(value, "span", None))
+                        continue
                 out[key] = v
         return out
 

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from moraleval import __version__
 from moraleval.errors import MoralevalError, SpecError
 from moraleval.pipeline import load_plan, parse_overrides  # the library; cli only wraps it
+from moraleval.plan import RUN_COUNT_LIMITS
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in moraleval (every user error is a MoralevalError with its own code)
 COMMANDS = ("check", "plan", "run", "data", "models", "verify", "report", "view", "backends", "diff")
@@ -171,18 +172,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=_count(0), metavar="N",
                    help="a quick look: run N dataset rows of each task, spread evenly over its rows, each under "
                         "every condition (comparisons stay paired); the rest is reported as not run (--limit)")
-    p.add_argument("--batch-size", type=_count(1), default=None, metavar="N", help="requests per backend call")
+    p.add_argument("--batch-size", type=_count(*RUN_COUNT_LIMITS["batch_size"][:2]), default=None, metavar="N",
+                   help="requests per backend call")
     p.add_argument("--dry-run", action="store_true", help="say what would be computed and what is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--executor", choices=("local", "ray"), default=None,
                    help="where requests run: local (default) or ray (pip install 'moraleval[ray]'; see docs/scaling.md)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local instance)")
-    p.add_argument("--workers", type=_count(1), metavar="N", help="Ray workers, each holding one backend instance")
+    p.add_argument("--workers", type=_count(*RUN_COUNT_LIMITS["workers"][:2]), metavar="N", help="Ray workers, each holding one backend instance")
     p.set_defaults(func=cmd_run)
 
 
-def _count(minimum: int):
-    """An argparse type: a whole number >= minimum (argparse reports anything else as a usage error, exit 2)."""
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number from minimum to maximum (argparse reports anything else as a usage error,
+    exit 2)."""
 
     def parse(text: str) -> int:
         try:
@@ -191,6 +194,8 @@ def _count(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
         return value
 
     parse.__name__ = "count"
@@ -495,16 +500,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from moraleval.report import verify_report
+    from moraleval.report import foreign_files, verify_report
 
     problems = verify_report(Path(args.report_dir), data_root=args.data) if _accepts(verify_report, "data_root") \
         else verify_report(Path(args.report_dir))
+    foreign = foreign_files(Path(args.report_dir))
+    for name in foreign:  # a note, not a failure: the report's own files are what verify vouches for
+        print(f"foreign file: {name} (not in the manifest: not written by moraleval, not checked, never deleted)")
     if problems:
         for p in problems:
             print(f"MISMATCH: {p}")
         print(f"{args.report_dir}: the report does NOT match its inputs ({len(problems)} problem(s))")
         return 1
-    print(f"{args.report_dir}: the report matches its inputs (every hash checked)")
+    also = f"; {len(foreign)} foreign file(s) listed above are not part of it" if foreign else ""
+    print(f"{args.report_dir}: the report matches its inputs (every hash checked){also}")
     return 0
 
 

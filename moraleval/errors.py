@@ -133,6 +133,12 @@ class OutputDirError(MoralevalError):
     exit_code = 2
 
 
+class OutputDirBusy(OutputDirError):
+    """Another run is writing into the same report directory (it holds its lock); try again when it is done."""
+
+    exit_code = 75  # EX_TEMPFAIL: the same command succeeds later
+
+
 class RunError(MoralevalError):
     """A run stopped; everything computed so far is kept in the cache."""
 

@@ -129,8 +129,8 @@ def run(spec: str | Path, *, models: str | Sequence[str] | None = None, model_se
     ``backends``: ready backend objects by model name (tests, notebooks), used instead of creating them.
     A model whose backend fails is reported and the others go on; the report is written only when every model
     is complete, unless ``partial`` (then every output names the missing models).  Raises RunError otherwise.
+    A second run into the same ``out`` while this one is running is refused (OutputDirBusy, moraleval.locks).
     """
-    from moraleval.cache import ResponseCache
     from moraleval.models_spec import select_models
 
     say = log or (lambda _m: None)
@@ -140,11 +140,31 @@ def run(spec: str | Path, *, models: str | Sequence[str] | None = None, model_se
     say(f"{plan.study}: {len(plan.items)} items, {len(plan.requests)} unique requests; "
         + (f"model '{sel.names[0]}' ({plan.models[sel.names[0]]['backend']})" if not multi else
            f"{len(sel.names)} models: " + ", ".join(f"{m} ({plan.models[m]['backend']})" for m in sel.names)))
+    lock = None
     if write and not dry_run:  # a bad --out is found before any request runs, not after all of them
+        from moraleval.locks import lock_dir
         from moraleval.outdir import prepare_out_dir
         from moraleval.report import default_report_dir
 
         out = prepare_out_dir(out if out is not None else default_report_dir(plan))
+        # one writer per report directory, held until its report is written: a second run into it is refused
+        lock = lock_dir(out, label=f"--out {out}")
+        if not lock.locked and lock.why_not:
+            say(f"warning: --out {out}: not locked ({lock.why_not}); do not start a second run into it meanwhile")
+    try:
+        return _run_selected(plan, sel, out, cache=cache, backends=backends, limit=limit, batch_size=batch_size,
+                             executor=executor, address=address, workers=workers, progress=progress,
+                             dry_run=dry_run, partial=partial, write=write, say=say)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_selected(plan, sel, out, *, cache, backends, limit, batch_size, executor, address, workers, progress,
+                  dry_run, partial, write, say) -> RunResult:
+    from moraleval.cache import ResponseCache
+
+    multi = len(sel.names) > 1
     store = cache if isinstance(cache, ResponseCache) else (ResponseCache(cache) if cache else ResponseCache())
     own_cache = not isinstance(cache, ResponseCache)
     runs: dict[str, ModelRun] = {}

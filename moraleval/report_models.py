@@ -28,20 +28,8 @@ def rerender(out_dir: Any) -> list[Path]:
     report, samples = rep._load(out)
     if not report.get("models"):
         return rep.rerender(out)
-    manifest = None
-    try:
-        manifest = json.loads((out / rep.MANIFEST_JSON).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        pass
-    size = (out / rep.SAMPLES_JSONL).stat().st_size if (out / rep.SAMPLES_JSONL).exists() else None
-    written = render_files(out, report, samples, manifest, samples_bytes=size)
-    if manifest is not None:
-        outputs = {k: v for k, v in (manifest.get("outputs") or {}).items()
-                   if k in (rep.REPORT_JSON, rep.SAMPLES_JSONL)}
-        outputs.update({str(p.relative_to(out).as_posix()): rep._sha256_file(p) for p in written})
-        manifest["outputs"] = outputs
-        rep._write_atomic(out / rep.MANIFEST_JSON, (rep.dumps_json(manifest) + "\n").encode("utf-8"))
-    return written
+    with rep._lock_report_dir(out):
+        return rep.rerender_files(out, report, samples, render_files)
 
 
 def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: Any,
@@ -83,6 +71,7 @@ def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
 def write_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: Any, *, out_dir: Any = None,
                         missing: Sequence[str] = ()) -> Path:
     out = Path(out_dir) if out_dir is not None else rep.default_report_dir(plan)
+    previous = rep.previous_outputs(out)
     report = build_models_report(plan, sel, runs, across, missing)
     samples = [s for n in sel.names if runs[n].complete for s in runs[n].samples]
     report_bytes = (rep.dumps_json(report) + "\n").encode("utf-8")
@@ -109,6 +98,7 @@ def write_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
     rendered = render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()],
                             json.loads(rep.dumps_json(manifest)), samples_bytes=len(samples_bytes))
     manifest["outputs"].update({str(p.relative_to(out).as_posix()): rep._sha256_file(p) for p in rendered})
+    rep.remove_stale(out, previous, manifest["outputs"])
     rep._write_atomic(out / rep.MANIFEST_JSON, (rep.dumps_json(manifest) + "\n").encode("utf-8"))
     return out
 
@@ -337,12 +327,7 @@ def render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping
                                    _across_html(report, figs)).encode("utf-8")
     for name, _caption, svg in figs:
         files[f"plots/{name}"] = svg.encode("utf-8")
-    plots = out / "plots"
-    if plots.is_dir():  # figures of an earlier rendering that this one does not draw
-        for old in plots.glob("*.svg"):
-            if f"plots/{old.name}" not in files:
-                old.unlink()
-    written = []
+    written = []  # figures of an earlier rendering that this one does not draw: rep.remove_stale
     for name in ("report.md", "report.html", *sorted(k for k in files if k.startswith("plots"))):
         written.append(out / name)
         rep._write_atomic(written[-1], files[name])

@@ -211,6 +211,43 @@ def test_command_line_numbers_are_validated_up_front(args, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["run", "SPEC", "--batch-size", "100000000"], "argument --batch-size: must be at most 65,536, got 100,000,000"),
+    (["run", "SPEC", "--workers", "5000"], "argument --workers: must be at most 4,096, got 5,000"),
+])
+def test_absurd_command_line_counts_are_refused_like_the_spec_s(args, message, capsys):
+    test_command_line_numbers_are_validated_up_front(args, message, capsys)
+
+
+@pytest.mark.parametrize("setting, message, hint", [
+    ("batch_size: -3", "run setting 'batch_size' must be at least 1, got -3",
+     "give a whole number from 1 to 65,536, e.g. batch_size: 8"),
+    ("batch_size: 0", "run setting 'batch_size' must be at least 1, got 0", "e.g. batch_size: 8"),
+    ("workers: 0", "run setting 'workers' must be at least 1, got 0", "e.g. workers: 2"),
+    ("workers: -2", "run setting 'workers' must be at least 1, got -2", "e.g. workers: 2"),
+    ("workers: 100000000000000000000", "run setting 'workers' must be at most 4,096, got 100,000,000,000,000,000,000",
+     "give a whole number from 1 to 4,096"),
+    ("batch_size: 1000000", "run setting 'batch_size' must be at most 65,536, got 1,000,000",
+     "--batch-size N overrides it"),
+    ("batch_size: 2.5", "run setting 'batch_size' must be a whole number, got 2.5", "e.g. batch_size: 8"),
+])
+def test_run_settings_in_a_spec_are_validated_like_the_flags(tmp_path, tiny_data, setting, message, hint):
+    spec = (_data_spec("tiny/items.jsonl", TINY_ITEMS_SHA256)
+            + f"run {{\n    executor: \"local\",\n    {setting}\n}}\n")
+    code, text = check_text(tmp_path, spec, "--data", str(tiny_data))
+    assert code == 2
+    column = 5 + len(setting.split(": ")[0]) + 2  # the diagnostic points at the value
+    assert f"spec.me:{spec.splitlines().index('    ' + setting) + 1}:{column}: error: {message}" in text
+    assert f"hint: {hint}" in text or hint in text
+
+
+def test_valid_run_settings_pass_the_checker(tmp_path, tiny_data):
+    spec = (_data_spec("tiny/items.jsonl", TINY_ITEMS_SHA256)
+            + "run { batch_size: 65536, workers: 1 }\n")
+    code, text = check_text(tmp_path, spec, "--data", str(tiny_data))
+    assert code == 0 and "run setting" not in text, text
+
+
 class _NoBackend(Exception):
     pass
 

@@ -23,6 +23,7 @@ from moraleval.errors import BackendError
 
 from . import _store
 from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head
+from ._ort import run_interruptibly
 from ._ragged import RaggedDecoder, make_ragged
 from ._text import ModelText, model_text
 
@@ -285,7 +286,7 @@ class OnnxBackend:
         feed.update(zip(self._past_names, past))
         outs = [SELECTED_LOGPROBS, NEXT_LOGPROBS] + (self._present_names if want_present else [])
         try:
-            res = self.session.run(outs, feed)
+            res = run_interruptibly(lambda options: self.session.run(outs, feed, run_options=options))
         except Exception as exc:
             raise BackendError(f"onnxruntime failed on a batch of shape {tuple(ids.shape)}: {exc}") from None
         return res[0], res[1], res[2:]

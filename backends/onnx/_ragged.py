@@ -33,6 +33,7 @@ from moraleval.backend import GenerateRequest, GenerateResult, ScoreResult
 from moraleval.errors import BackendError
 
 from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS
+from ._ort import run_interruptibly
 
 SEQLENS = "seqlens_k"  # int32 [batch]: total length (past + new) of each sequence, minus 1
 TOTAL = "total_sequence_length"  # int32 [1]: the longest total length of the batch
@@ -216,7 +217,7 @@ class RaggedDecoder:
         feed.update(zip(self.past_names, past))
         outs = [SELECTED_LOGPROBS, NEXT_LOGPROBS] + (self.present_names if want_present else [])
         try:
-            res = self.session.run(outs, feed)
+            res = run_interruptibly(lambda options: self.session.run(outs, feed, run_options=options))
         except Exception as exc:
             raise BackendError(f"onnxruntime failed on a batch of shape {tuple(feed['input_ids'].shape)}: "
                                f"{exc}") from None
@@ -425,7 +426,7 @@ class RaggedDecoder:
                 io.bind_ortvalue_output(pname, v)
             io.bind_output(NEXT_LOGPROBS)
             try:
-                self.session.run_with_iobinding(io)
+                run_interruptibly(lambda options: self.session.run_with_iobinding(io, run_options=options))
             except Exception as exc:
                 raise BackendError(f"onnxruntime failed on a decode step of {A} sequences: {exc}") from None
             next_lp = io.get_outputs()[-1].numpy()

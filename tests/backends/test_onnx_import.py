@@ -235,3 +235,19 @@ def test_onnxruntime_writes_nothing_to_the_users_home(tmp_path):
     # onnxruntime writes its device id at most once per environment; wherever it wrote one, it is in our cache
     written = [p for p in tmp_path.rglob("deviceid")]
     assert all((tmp_path / "mcache") in p.parents for p in written)
+
+
+def test_an_import_sweeps_what_a_killed_import_left_and_cleans_its_own_work_folders(cache, tiny_gguf):
+    """A `.tmp-*` / `.gguf-*` folder left by kill -9 (old, nobody holds its lock) goes on the next import; the
+    import's own work folders go when it ends.  (tests/test_one_writer.py covers live and young folders.)"""
+    import os
+    import time
+
+    models = cache / "models"
+    killed = [models / ".tiny.tmp-killed", models / ".gguf-killed"]
+    for d in killed:
+        (d / "model").mkdir(parents=True)
+        os.utime(d, (time.time() - 3600,) * 2)
+    final = _store.import_gguf(tiny_gguf, "tiny")
+    assert _store.verify_manifest(final)["files"] == _store.hash_dir(final)
+    assert [p.name for p in models.iterdir()] == ["tiny"]

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from moraleval.flags import p_method_label
 from moraleval.report import _build as rep
 
 __all__ = ["build_models_report", "render_files", "rerender", "write_models_report"]
@@ -196,7 +197,9 @@ def _across_rows(report: Mapping[str, Any]) -> list[list[str]]:
             what = (f"slope of {r['treatment']} − {r['baseline']} over "
                     f"{'log10 ' if r.get('scale') == 'log' else ''}{r['axis']}")
         flags = ", ".join(f["code"] for f in r.get("flags", []))
-        rows.append([r["task"], r["metric"], what, _fmt(r["effect"]) + _ci(r), r["test"], _p(r["p_value"]),
+        test = r["test"] + (f" ({p_method_label(r['p_method'])})" if r.get("p_method") and
+                            r["p_method"] != r["test"] else "")
+        rows.append([r["task"], r["metric"], what, _fmt(r["effect"]) + _ci(r), test, _p(r["p_value"]),
                      _p(r["p_adjusted"]), str(r["n_units"]), flags])
     return rows
 

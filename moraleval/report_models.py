@@ -66,7 +66,10 @@ def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
     if across is not None:
         warnings += [f"across models: {w}" for w in across.warnings]
     out = {k: v for k, v in base.items() if k not in ("estimates", "comparisons", "warnings", "model")}
+    counts, tasks = _totals(plan, names, runs, base.get("tasks"))
     out.update({
+        "counts": counts,
+        "tasks": tasks,
         "model": None,
         "models": models,
         "model_set": {"name": sel.set_name, "models": names, "axis": sel.axis, "scale": sel.scale},
@@ -79,6 +82,33 @@ def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
         "warnings": warnings,
     })
     return out
+
+
+def _totals(plan: Any, names: Sequence[str], runs: Mapping[str, Any], base_tasks: Any
+            ) -> tuple[dict[str, Any], Any]:
+    """report.json's ``counts`` (and each task's item counts) over every model of the run: a model that did not
+    complete counts its planned items and requests, none of them answered; ``per_model`` keeps each model's own."""
+    planned = {"items": len(plan.items), "items_answered": 0, "requests": len(plan.requests),
+               "requests_answered": 0}
+    per_model = {n: dict((runs[n].report_part or {}).get("counts") or planned) if runs[n].complete else dict(planned)
+                 for n in names}
+    counts = {k: sum(int(c.get(k) or 0) for c in per_model.values()) for k in planned}
+    counts["models"] = len(names)
+    counts["per_model"] = per_model
+    tasks = base_tasks
+    if isinstance(base_tasks, Mapping):
+        tasks = {}
+        for t, info in base_tasks.items():
+            info = dict(info)
+            n_items = sum(1 for it in plan.items if it.task == t)
+            answered = 0
+            for n in names:
+                part_tasks = (runs[n].report_part or {}).get("tasks") or {} if runs[n].complete else {}
+                answered += int((part_tasks.get(t) or {}).get("items_answered") or 0)
+            info["items"] = n_items * len(names)
+            info["items_answered"] = answered
+            tasks[t] = info
+    return counts, tasks
 
 
 def write_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: Any, *, out_dir: Any = None,

@@ -206,18 +206,26 @@ def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], fl
     if moving.size == 0:
         return stats.SignFlipResult(1.0, 0, False, 1, 0, ("no unit differs between the models: p-value is 1",),
                                     "permutation")
-    parts = [(u.sum(axis=1) - u[:, moving].sum(axis=1), u[:, moving], progs, signs) for u, progs, signs in stacks]
-    cols = np.arange(moving.size)
+    # every term's columns side by side: the totals of all terms come from one product per (slot, model)
+    widths = [u.shape[2] for u, _p, _s in stacks]
+    edges = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+    allu = np.concatenate([u for u, _p, _s in stacks], axis=2)  # (models, units, columns)
+    mov = np.ascontiguousarray(allu[:, moving, :])
+    fixed = allu.sum(axis=1) - mov.sum(axis=1)  # (models, columns): the units that never move
 
     def statistic(perms: np.ndarray) -> np.ndarray:
-        vals = np.zeros((perms.shape[0], n_models))
-        for fixed, mov, progs, signs in parts:
-            # totals[f, m, :] = the fixed units of model m + Σ_u the sums of model perms[f, u, m] for unit u
-            tot = fixed[None, :, :] + mov[perms, cols[None, :, None], :].sum(axis=1)
+        f = perms.shape[0]
+        vals = np.zeros((f, n_models))
+        for slot in range(n_models):
+            # totals[f, :] = the fixed units of this slot's model + Σ_u the sums of model perms[f, u, slot]
+            tot = np.broadcast_to(fixed[slot], (f, fixed.shape[1])).copy()
+            who = perms[:, :, slot]
             for m in range(n_models):
-                tm = tot[:, m, :]
+                tot += (who == m).astype(np.float64) @ mov[m]
+            for j, (_u, progs, signs) in enumerate(stacks):
+                tj = tot[:, edges[j]:edges[j + 1]]
                 with np.errstate(all="ignore"):
-                    vals[:, m] += signs[m] * np.broadcast_to(progs[m](lambda g: tm[:, g], None), (perms.shape[0],))
+                    vals[:, slot] += signs[slot] * np.broadcast_to(progs[slot](lambda g: tj[:, g], None), (f,))
         return ols_slope(xs, vals)
 
     return stats.permutation_test(statistic, int(moving.size), n_models, rng=np.random.default_rng(seed),

@@ -351,3 +351,30 @@ def test_trend_permutation_test_clear_and_null() -> None:
     assert t2.p_method == "permutation_exact" and t2.p_value >= 2 / 576
     (flag,) = [f for f in t2.flags if f["code"] == "few_units"]
     assert "permutation test" in flag["message"]
+
+
+def test_trend_permutation_exact_matches_hand_enumeration() -> None:
+    """3 models × 3 units: all (3!)^3 = 216 ways to deal each unit's sums to the models, refitted by numpy.polyfit."""
+    import itertools
+
+    rng = np.random.default_rng(6)
+    params = [1e8, 1e9, 1e10]
+    xs = np.log10(params)
+    n = 3
+    den = rng.integers(3, 7, size=(3, n)).astype(float)
+    num = np.floor(rng.uniform(0, 1, size=(3, n)) * (den + 1))
+    runs = {f"m{k}": _Run({"params": p}, {("t", "m", "Q", "{}"): _record(num[k], den[k])})
+            for k, p in enumerate(params)}
+    (r,) = measure_across(_Plan(), runs, axis="params", scale="log").of("trend")
+
+    def slope(deal) -> float:  # deal[u] = which model's sums unit u gives to each slot
+        ys = [sum(num[deal[u][m], u] for u in range(n)) / sum(den[deal[u][m], u] for u in range(n))
+              for m in range(3)]
+        return float(np.polyfit(xs, ys, 1)[0])
+
+    ident = [(0, 1, 2)] * n
+    obs = abs(slope(ident))
+    assert r.effect == pytest.approx(slope(ident), abs=1e-12)
+    deals = list(itertools.product(itertools.permutations(range(3)), repeat=n))
+    ref = sum(abs(slope(d)) >= obs - 1e-9 * obs for d in deals) / len(deals)
+    assert r.p_method == "permutation_exact" and r.p_value == pytest.approx(ref, abs=1e-12)

@@ -42,6 +42,8 @@ __all__ = ["Across", "AcrossResult", "FEW_UNITS", "measure_across", "ols_slope",
 
 #: contrasts over fewer resampling units than this are flagged ``few_units`` (their intervals are unreliable).
 FEW_UNITS = stats.MIN_UNITS  # the same threshold as every estimate (stats.MIN_UNITS, docs/statistics.md)
+#: a trend over more models than this gets no permutation p-value (the table of the k! model orders: 40,320 at 8)
+MAX_PERMUTATION_MODELS = 8
 
 
 def _f(x: Any) -> float | None:
@@ -206,22 +208,33 @@ def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], fl
     if moving.size == 0:
         return stats.SignFlipResult(1.0, 0, False, 1, 0, ("no unit differs between the models: p-value is 1",),
                                     "permutation")
-    # every term's columns side by side: the totals of all terms come from one product per (slot, model)
+    if n_models > MAX_PERMUTATION_MODELS:
+        return stats.SignFlipResult(None, int(moving.size), False, 0, 0, (
+            f"no permutation test over more than {MAX_PERMUTATION_MODELS} models (its table of model orders "
+            "would not fit): no p-value",), "permutation")
+    # every term's columns side by side; a pattern's totals for one slot are one sparse product: the pattern ×
+    # (unit, model) one-hot (which model's sums each unit gives that slot) times the per-(unit, model) sums
+    from scipy import sparse
+
     widths = [u.shape[2] for u, _p, _s in stacks]
     edges = np.concatenate([[0], np.cumsum(widths)]).astype(int)
     allu = np.concatenate([u for u, _p, _s in stacks], axis=2)  # (models, units, columns)
-    mov = np.ascontiguousarray(allu[:, moving, :])
+    mov = allu[:, moving, :]
     fixed = allu.sum(axis=1) - mov.sum(axis=1)  # (models, columns): the units that never move
+    n_units, n_cols = moving.size, allu.shape[2]
+    flat = np.ascontiguousarray(mov.transpose(1, 0, 2)).reshape(n_units * n_models, n_cols)
+    orders = stats.arm_orders(n_models)
+    base = np.arange(n_units) * n_models
 
-    def statistic(perms: np.ndarray) -> np.ndarray:
-        f = perms.shape[0]
+    def statistic(codes: np.ndarray) -> np.ndarray:
+        f = codes.shape[0]
+        perms = orders[codes]  # (patterns, units, slots): whose sums each unit gives each slot
+        indptr = np.arange(0, f * n_units + 1, n_units)
         vals = np.zeros((f, n_models))
         for slot in range(n_models):
-            # totals[f, :] = the fixed units of this slot's model + Σ_u the sums of model perms[f, u, slot]
-            tot = np.broadcast_to(fixed[slot], (f, fixed.shape[1])).copy()
-            who = perms[:, :, slot]
-            for m in range(n_models):
-                tot += (who == m).astype(np.float64) @ mov[m]
+            pick = sparse.csr_matrix((np.ones(f * n_units), (base[None, :] + perms[:, :, slot]).ravel(), indptr),
+                                     shape=(f, flat.shape[0]))
+            tot = np.asarray(pick @ flat) + fixed[slot]
             for j, (_u, progs, signs) in enumerate(stacks):
                 tj = tot[:, edges[j]:edges[j + 1]]
                 with np.errstate(all="ignore"):

@@ -437,47 +437,49 @@ def sign_flip_pvalue(unit_diffs: Sequence[float] | np.ndarray, *, rng: np.random
                           exact_max_units=exact_max_units)
 
 
+def arm_orders(n_groups: int) -> np.ndarray:
+    """Every order of ``n_groups`` arms, lexicographic (row 0 is the identity): the codes of
+    :func:`permutation_test`."""
+    return np.array(list(itertools.permutations(range(int(n_groups)))), dtype=np.intp).reshape(-1, int(n_groups))
+
+
 def permutation_test(statistic: Callable[[np.ndarray], np.ndarray], n_units: int, n_groups: int, *,
                      rng: np.random.Generator, n_perms: int = 2000,
                      exact_max_units: int = SIGNFLIP_EXACT_MAX_UNITS) -> SignFlipResult:
-    """Monte-Carlo randomisation test of "the ``n_groups`` arms (e.g. models) are exchangeable within every
-    unit": the sign-flip test generalised to more than two arms (used for a trend over several models).
+    """Randomisation test of "the ``n_groups`` arms (e.g. models) are exchangeable within every unit": the
+    sign-flip test generalised to more than two arms (used for a trend over several models).
 
-    ``statistic(P)`` maps an ``F × n_units × n_groups`` array of permutations (``P[f, u, j]``: whose data unit
-    ``u`` gives arm ``j`` in pattern ``f``) to the ``F`` values of the statistic; the identity is the observed
-    data.  Exact (``p = #{|T_π| ≥ |T_obs|} / (k!)^m`` over every pattern) while ``(k!)^m ≤ 2^exact_max_units``
-    (the sign-flip test's budget), else ``(1 + #{extreme}) / (F + 1)`` over ``F`` random patterns; undefined
-    values count as extreme.  Valid with few units (then coarse: the observed order and its reverse are always
-    as extreme, so p ≥ 2/(k!)^m), like the sign-flip test it reduces to for two arms.
+    ``statistic(C)`` maps an ``F × n_units`` array of codes into ``arm_orders(n_groups)`` (``arm_orders(k)[C[f,
+    u]][j]``: whose data unit ``u`` gives arm ``j`` in pattern ``f``) to the ``F`` values of the statistic; code 0
+    (the identity) is the observed data.  Exact (``p = #{|T_π| ≥ |T_obs|} / (k!)^m`` over every pattern) while
+    ``(k!)^m ≤ 2^exact_max_units`` (the sign-flip test's budget), else ``(1 + #{extreme}) / (F + 1)`` over ``F``
+    random patterns (each unit's order drawn uniformly); undefined values count as extreme.  Valid with few units
+    (then coarse: the observed order and its reverse are always as extreme, so p ≥ 2/(k!)^m), like the sign-flip
+    test it reduces to for two arms.
     """
     m, k = int(n_units), int(n_groups)
     if m <= 0:
         return SignFlipResult(None, 0, False, 0, 0, ("no unit moves the statistic: no test",), "permutation")
-    ident = np.broadcast_to(np.arange(k), (1, m, k))
-    obs = np.asarray(statistic(ident), dtype=np.float64).ravel()
+    obs = np.asarray(statistic(np.zeros((1, m), dtype=np.intp)), dtype=np.float64).ravel()
     if obs.size != 1 or not math.isfinite(float(obs[0])):
         return SignFlipResult(None, m, False, 0, 0, ("the observed statistic is undefined: no test",), "permutation")
     cut = abs(float(obs[0]))
     cut -= 1e-9 * max(cut, 1e-12)
-    exact = math.factorial(k) ** m <= 2**exact_max_units
-    if exact:  # every way of dealing each unit's arms: (k!)^m patterns
-        arms = np.array(list(itertools.permutations(range(k))), dtype=np.intp)
-        total = len(arms) ** m
-    else:
-        total = int(n_perms)
+    n_orders = math.factorial(k)
+    exact = n_orders ** m <= 2**exact_max_units
+    total = n_orders ** m if exact else int(n_perms)
     if total < 1:
         raise ValueError("the permutation test needs at least 1 random pattern")
-    rows = max(1, _FLIP_CELLS // (m * k * 8))
+    rows = max(1, _FLIP_CELLS // m)
     extreme = undefined = 0
     for start in range(0, total, rows):
         stop = min(total, start + rows)
         if exact:
-            codes = np.arange(start, stop, dtype=np.int64)
-            digits = (codes[:, None] // (len(arms) ** np.arange(m, dtype=np.int64))[None, :]) % len(arms)
-            perms = arms[digits]
+            c = np.arange(start, stop, dtype=np.int64)
+            codes = ((c[:, None] // (n_orders ** np.arange(m, dtype=np.int64))[None, :]) % n_orders).astype(np.intp)
         else:
-            perms = np.argsort(rng.random((stop - start, m, k)), axis=2)
-        t = np.broadcast_to(np.asarray(statistic(perms), dtype=np.float64), (stop - start,))
+            codes = rng.integers(0, n_orders, size=(stop - start, m)).astype(np.intp)
+        t = np.broadcast_to(np.asarray(statistic(codes), dtype=np.float64), (stop - start,))
         bad = ~np.isfinite(t)
         undefined += int(bad.sum())
         extreme += int((bad | (np.abs(np.where(bad, 0.0, t)) >= cut)).sum())

@@ -44,6 +44,7 @@ __all__ = ["Across", "AcrossResult", "FEW_UNITS", "measure_across", "ols_slope",
 FEW_UNITS = stats.MIN_UNITS  # the same threshold as every estimate (stats.MIN_UNITS, docs/statistics.md)
 #: a trend over more models than this gets no permutation p-value (the table of the k! model orders: 40,320 at 8)
 MAX_PERMUTATION_MODELS = 8
+_PICK_CACHE_NNZ = 2**24  # entries of the trend tests' shared one-hot matrices kept (~200 MB); beyond: rebuilt
 
 
 def _f(x: Any) -> float | None:
@@ -188,11 +189,15 @@ def swap_test(terms: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], float]
 
 
 def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], float]]], xs: Sequence[float], *,
-                           seed: list[int], n_perms: int) -> stats.SignFlipResult | None:
+                           seed: list[int], n_perms: int, picks: dict | None = None) -> stats.SignFlipResult | None:
     """The permutation test of the OLS slope over the models' values ``Σ sign · metric`` (``series[m]``: model
     m's ``(record, sign)`` terms, e.g. one term for a metric, two for a condition effect): each unit's per-unit
     sums are permuted among the models (the same permutation in every term), the formulas re-evaluated and the
-    slope refitted.  None when a record lacks its sums or the models' columns do not correspond."""
+    slope refitted.  None when a record lacks its sums or the models' columns do not correspond.
+
+    Every unit of the task takes part (a unit whose sums agree across the models adds the same to every slot),
+    so tests over one task's units with the same seed draw the same patterns; ``picks`` (a dict shared by such
+    calls) then keeps each pattern block's one-hot matrices, built once."""
     n_models = len(series)
     stacks = []
     for j in range(len(series[0])):
@@ -219,29 +224,36 @@ def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], fl
     widths = [u.shape[2] for u, _p, _s in stacks]
     edges = np.concatenate([[0], np.cumsum(widths)]).astype(int)
     allu = np.concatenate([u for u, _p, _s in stacks], axis=2)  # (models, units, columns)
-    mov = allu[:, moving, :]
-    fixed = allu.sum(axis=1) - mov.sum(axis=1)  # (models, columns): the units that never move
-    n_units, n_cols = moving.size, allu.shape[2]
-    flat = np.ascontiguousarray(mov.transpose(1, 0, 2)).reshape(n_units * n_models, n_cols)
+    n_units, n_cols = allu.shape[1], allu.shape[2]
+    flat = np.ascontiguousarray(allu.transpose(1, 0, 2)).reshape(n_units * n_models, n_cols)
     orders = stats.arm_orders(n_models)
     base = np.arange(n_units) * n_models
+    cache = picks if picks is not None else {}
+
+    def pick_of(codes: np.ndarray, slot: int):
+        # the patterns of a block follow from the seed and the block (its first and last rows tell it)
+        key = (tuple(seed), n_units, n_models, slot, codes.shape, codes[0].tobytes(), codes[-1].tobytes())
+        m = cache.get(key)
+        if m is None:
+            f = codes.shape[0]
+            m = sparse.csr_matrix((np.ones(f * n_units), (base[None, :] + orders[:, slot][codes]).ravel(),
+                                   np.arange(0, f * n_units + 1, n_units)), shape=(f, flat.shape[0]))
+            if sum(v.nnz for v in cache.values()) + m.nnz <= _PICK_CACHE_NNZ:
+                cache[key] = m
+        return m
 
     def statistic(codes: np.ndarray) -> np.ndarray:
         f = codes.shape[0]
-        perms = orders[codes]  # (patterns, units, slots): whose sums each unit gives each slot
-        indptr = np.arange(0, f * n_units + 1, n_units)
         vals = np.zeros((f, n_models))
-        for slot in range(n_models):
-            pick = sparse.csr_matrix((np.ones(f * n_units), (base[None, :] + perms[:, :, slot]).ravel(), indptr),
-                                     shape=(f, flat.shape[0]))
-            tot = np.asarray(pick @ flat) + fixed[slot]
+        for slot in range(n_models):  # which model's sums each unit gives this slot
+            tot = np.asarray(pick_of(codes, slot) @ flat)
             for j, (_u, progs, signs) in enumerate(stacks):
                 tj = tot[:, edges[j]:edges[j + 1]]
                 with np.errstate(all="ignore"):
                     vals[:, slot] += signs[slot] * np.broadcast_to(progs[slot](lambda g: tj[:, g], None), (f,))
         return ols_slope(xs, vals)
 
-    return stats.permutation_test(statistic, int(moving.size), n_models, rng=np.random.default_rng(seed),
+    return stats.permutation_test(statistic, int(n_units), n_models, rng=np.random.default_rng(seed),
                                   n_perms=n_perms)
 
 
@@ -361,12 +373,13 @@ def measure_across(plan: Any, runs: Mapping[str, Any], *, axis: str | None = Non
             warnings.append(f"axis '{axis}': every model has the same value; no trend")
         else:
             first = names[0]
+            picks: dict = {}  # the trend tests' one-hot matrices, shared (see permutation_trend_test)
             for metric in metric_order:
                 for key in keys_of(first, metric):
                     if key[3] != "{}" or not all(key in reps[m] for m in names):
                         continue
                     rows.append(("trend", _trend(key, None, names, xs, axis_values, reps, axis, scale, level,
-                                                 seed=seed, n_flips=flips)))
+                                                 seed=seed, n_flips=flips, picks=picks)))
                 for x, y in cond_pairs.get(metric, []):
                     for key in keys_of(first, metric):
                         task, _m, cond, g = key
@@ -374,7 +387,7 @@ def measure_across(plan: Any, runs: Mapping[str, Any], *, axis: str | None = Non
                         if cond != x or g != "{}" or not all(k in reps[m] for m in names for k in (key, ky)):
                             continue
                         rows.append(("trend", _trend(key, ky, names, xs, axis_values, reps, axis, scale, level,
-                                                     seed=seed, n_flips=flips)))
+                                                     seed=seed, n_flips=flips, picks=picks)))
             if len(names) == 2:
                 warnings.append("a trend over two models is their difference divided by the axis distance")
 
@@ -475,7 +488,7 @@ def _did(kx: tuple, ky: tuple, b: str, a: str, reps: Mapping[str, Mapping[tuple,
 
 def _trend(kx: tuple, ky: tuple | None, names: Sequence[str], xs: Sequence[float], raw_x: Sequence[Any],
            reps: Mapping[str, Mapping[tuple, Any]], axis: str | None, scale: str | None,
-           level: float, *, seed: int = 0, n_flips: int = 2000) -> AcrossResult:
+           level: float, *, seed: int = 0, n_flips: int = 2000, picks: dict | None = None) -> AcrossResult:
     task, metric, cond, g = kx
     warns: list[str] = []
 
@@ -501,7 +514,10 @@ def _trend(kx: tuple, ky: tuple | None, names: Sequence[str], xs: Sequence[float
     what = cond if ky is None else f"{cond}-{ky[2]}"
     rkey = f"{kind}|{task}|{metric}|{what}|{g}"
     series = [[(reps[m][kx], 1.0)] + ([] if ky is None else [(reps[m][ky], -1.0)]) for m in names]
-    perm = permutation_trend_test(series, xs, seed=_seed(seed, rkey), n_perms=n_flips) if paired else None
+    # one seed per task: every trend of the task permutes with the same patterns (each test stays exact in level;
+    # their p-values are dependent, which Holm allows), so their one-hot matrices are built once (``picks``)
+    perm = permutation_trend_test(series, xs, seed=_seed(seed, f"trend|{task}"), n_perms=n_flips,
+                                  picks=picks) if paired else None
     p, p_method = _apply_flip(perm, slope, warns) if paired or slope is None else (None, "")
     n_units = min(reps[m][k]["n_units"] for m in names for k in ([kx] if ky is None else [kx, ky]))
     n = min(reps[m][kx]["n"] for m in names)

@@ -103,6 +103,8 @@ def build(data_dir: Path, n_items: int, seed: int = 0) -> tuple[list[PlanItem], 
     for path in sorted(data_dir.glob("*.jsonl")):
         with path.open(encoding="utf-8") as f:
             rows.extend(json.loads(line) for line in f if line.strip())
+    if not rows:  # (would loop forever below)
+        raise SystemExit(f"no BBQ rows in {data_dir}/*.jsonl: pass --data DIR (e.g. the shared data's bbq/)")
     base = []
     for row in rows:
         target, unknown = _derive(row)

@@ -7,7 +7,8 @@ backend: each model's ``measure`` (keeping its replicates), its report part, the
 (``moraleval.across``: model differences, differences in differences, trends over a log axis) and the joint
 report.json bytes; each configuration in a fresh process, so its peak RSS is its own.
 
-Targets (issue #11): linear in models, < 4× one model's time for 4 models, < 2 GB peak RSS.
+Targets (issue #11): linear in models, < 4× one model's time for 4 models, < 2 GB peak RSS.  On a machine shared
+with other jobs, compare the CPU seconds (less sensitive to the load than the wall time) and ratios from one run.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def run_models(n_models: int, data: Path, items_n: int, resamples: int) -> None:
     gc.collect()
     rss0 = current_rss_mb()
     build_s = time.perf_counter() - t0
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     runs = {}
     for name, oc in zip(names, outcomes):
         keep: dict | None = {} if n_models > 1 else None
@@ -71,9 +72,10 @@ def run_models(n_models: int, data: Path, items_n: int, resamples: int) -> None:
     data_bytes = rep.dumps_json(report).encode("utf-8")
     t_across = time.perf_counter() - t
     total = t_models + t_across
+    cpu = time.process_time() - c0
     print(f"{n_models} model(s), {len(items):,} items each, B = {resamples}: measure + report parts "
           f"{t_models:.2f} s, across + joint report.json {t_across:.2f} s, total {total:.2f} s "
-          f"({total / n_models:.2f} s per model); {n_across} contrasts across models; report.json "
+          f"({total / n_models:.2f} s per model), {cpu:.2f} s CPU; {n_across} contrasts across models; report.json "
           f"{len(data_bytes) / 2**20:.1f} MB; RSS {rss0:.0f} MB before (inputs built in {build_s:.1f} s), "
           f"process peak {peak_rss_mb():.0f} MB", flush=True)
 

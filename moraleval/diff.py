@@ -303,7 +303,8 @@ def diff_reports(a: str | Path, b: str | Path, *, model_a: str | None = None, mo
             continue
         # McNemar for a proportion metric (accuracy: per-item yes/no), the paired bootstrap for any other
         test = "mcnemar" if keep_a[key]["prop"] is not None and keep_b[key]["prop"] is not None else "bootstrap"
-        rows.append(_difference(key, "B", "A", keep_b[key], keep_a[key], test, "holm", level))
+        rows.append(_difference(key, "B", "A", keep_b[key], keep_a[key], test, "holm", level,
+                                seed=plan_a.bootstrap.seed, n_flips=plan_a.bootstrap.resamples))
     from moraleval import stats
 
     families: dict[str, list[int]] = {}
@@ -318,7 +319,8 @@ def diff_reports(a: str | Path, b: str | Path, *, model_a: str | None = None, mo
         comparisons.append({
             "metric": r.metric, "task": r.task, "condition": r.condition, "group": r.group, "effect": r.effect,
             "ci_low": r.ci_low, "ci_high": r.ci_high, "test": r.test, "statistic": r.statistic,
-            "p_value": r.p_value, "p_adjusted": p_adj, "correction": "holm", "value_a": r.baseline_value,
+            "p_value": r.p_value, "p_method": r.p_method, "p_adjusted": p_adj, "correction": "holm",
+            "value_a": r.baseline_value,
             "value_b": r.treatment_value, "n": r.n, "n_units": r.n_units, "detail": r.detail,
             "flags": [dict(f) for f in r.flags], "warnings": list(r.warnings),
             "regression": _regression(r.metric, r.baseline_value, r.treatment_value, higher_is_better)})
@@ -417,9 +419,11 @@ def render_text(res: DiffResult) -> str:
         ci = "" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
         p = "–" if c["p_value"] is None else f"{c['p_value']:.3g}"
         pa = "–" if c["p_adjusted"] is None else f"{c['p_adjusted']:.3g}"
-        flag = " few units" if c["flags"] else ""
+        codes = [f["code"] for f in c["flags"]]
+        flag = (" few units" if "few_units" in codes else "") + (" no test" if "no_test" in codes else "")
+        test = {"sign_flip_exact": "flip-ex", "sign_flip_monte_carlo": "flip-mc"}.get(c.get("p_method"), c["test"])
         lines.append(f"{c['task']:<14} {c['metric']:<24} {c['condition']:<12} {_v(c['value_a']):>8} "
-                     f"{_v(c['value_b']):>8} {_v(c['effect']):>8}  {ci:<20} {c['test']:<9} {p:>7} {pa:>7}{flag}")
+                     f"{_v(c['value_b']):>8} {_v(c['effect']):>8}  {ci:<20} {test:<9} {p:>7} {pa:>7}{flag}")
     for t in res.transitions:
         moved = sum(x["n"] for x in t["answers"] if x["a"] != x["b"])
         total = sum(x["n"] for x in t["answers"])
@@ -427,6 +431,9 @@ def render_text(res: DiffResult) -> str:
         for x in t.get("labels") or t["answers"]:
             if x["a"] != x["b"]:
                 lines.append(f"  {x['a']} -> {x['b']}: {x['n']}")
+    if any(c.get("p_method", "").startswith("sign_flip") for c in res.comparisons):
+        lines.append("(flip-ex / flip-mc: the p-value of a sign-flip test over the resampling units, exact or "
+                     "Monte Carlo; valid with few units)")
     for g in res.gates:
         lines.append(f"gate {g['gate']}: {'FAILED' if g['failed'] else 'ok'}"
                      + (f" ({len(g['where'])} case(s))" if g["failed"] else ""))

@@ -27,6 +27,16 @@ DEGENERATE_SHARE = 0.9
 DEGENERATE_MIN_ITEMS = 10
 
 
+#: how the terminal and the pages name a p-value's method (``p_method`` in report.json)
+P_METHOD_LABELS = {"sign_flip_exact": "exact sign-flip", "sign_flip_monte_carlo": "Monte-Carlo sign-flip",
+                   "permutation_exact": "exact permutation", "permutation_monte_carlo": "Monte-Carlo permutation",
+                   "mcnemar": "McNemar"}
+
+
+def p_method_label(p_method: str) -> str:
+    return P_METHOD_LABELS.get(p_method, p_method)
+
+
 def flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
@@ -35,21 +45,24 @@ def _key(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
-def answer_distribution(rows: Iterable[tuple[str, str, str | None, Any, str | None]]) -> list[dict[str, Any]]:
+def answer_distribution(rows: Iterable[tuple]) -> list[dict[str, Any]]:
     """Counts of each answer per (task, condition[, model]) in first-seen order, from
-    ``(task, condition, model, answer, letter)`` per read-out item; ``letters`` (the option text the model chose,
-    stripped) when ``letter`` is given, i.e. when the options were presented in rotated orders."""
+    ``(task, condition, model, answer, letter)`` per read-out item, or ``(..., letter, n)`` for ``n`` such items
+    at once; ``letters`` (the option text the model chose, stripped) when ``letter`` is given, i.e. when the
+    options were presented in rotated orders."""
     groups: dict[tuple, dict[str, Any]] = {}
-    for task, cond, model, answer, letter in rows:
+    for row in rows:
+        task, cond, model, answer, letter = row[:5]
+        m = row[5] if len(row) > 5 else 1
         g = groups.get((task, cond, model))
         if g is None:
             g = groups[(task, cond, model)] = {"task": task, "condition": cond, "model": model, "n": 0,
                                                "counts": {}, "letters": {}}
-        g["n"] += 1
+        g["n"] += m
         k = _key(answer)
-        g["counts"][k] = g["counts"].get(k, 0) + 1
+        g["counts"][k] = g["counts"].get(k, 0) + m
         if letter is not None:
-            g["letters"][letter] = g["letters"].get(letter, 0) + 1
+            g["letters"][letter] = g["letters"].get(letter, 0) + m
     out = []
     for g in groups.values():
         entry: dict[str, Any] = {"task": g["task"], "condition": g["condition"]}
@@ -120,6 +133,10 @@ def comparison_flags(*, effect: float | None, ci_low: float | None, ci_high: flo
             msg = (f"paired over {n_units} resampling unit(s) (< {MIN_UNITS}): the p-value is a sign-flip test over "
                    f"the units, valid with few units but coarse (it cannot go below {floor:.3g}); the bootstrap "
                    "interval is too narrow")
+        elif p_method.startswith("permutation"):
+            msg = (f"paired over {n_units} resampling unit(s) (< {MIN_UNITS}): the p-value is a permutation test of "
+                   "the models within each unit, valid with few units but coarse; the bootstrap interval is too "
+                   "narrow")
         else:
             msg = (f"paired over {n_units} resampling unit(s) (< {MIN_UNITS}): the bootstrap interval is too narrow, "
                    f"and the {p_method or 'item-level'} test treats items as independent, ignoring the clustering")

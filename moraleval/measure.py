@@ -1278,7 +1278,7 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
             dropped[job.task]["undefined_values"] += job.comp.ctx.undefined if job.comp else 0
     comparisons = _comparisons(cmp_jobs, boot, degenerate)
     if keep is not None:
-        keep.update(_replicates(est_jobs))
+        keep.update(_replicates(est_jobs, compilers))
     return Measurement(estimates, comparisons, dropped, readouts, warnings, distribution)
 
 
@@ -1292,21 +1292,40 @@ def _answer_distribution(plan: Plan, items: Sequence[PlanItem], ok: np.ndarray, 
             if isinstance(c, Mapping) and c.get("rotate"):
                 rotating.add((task, c.get("name")))
     requests = plan.request_by_key() if rotating else {}
-    rows = []
-    for k in np.flatnonzero(ok).tolist():
-        it = items[k]
-        p = int(pos[k])
-        letter = None
-        if (it.task, it.condition) in rotating and it.request in requests:
-            letter = requests[it.request].choices[p].strip()
-        rows.append((it.task, it.condition, getattr(it, "model", None), it.choice_values[p], letter))
-    return fl.answer_distribution(rows)
+    # items counted per (task, condition, model, options, chosen position, letter) first, so that each distinct
+    # answer is turned into its key once, not once per item (first-seen order is kept: dicts keep insertion order)
+    counted: dict[tuple, int] = {}
+    try:
+        for k, p in zip(np.flatnonzero(ok).tolist(), pos[ok].tolist()):
+            it = items[k]
+            letter = None
+            if rotating and (it.task, it.condition) in rotating and it.request in requests:
+                letter = requests[it.request].choices[p].strip()
+            # the answer's type too: (1, 0) == (True, False) as keys, but 1 and True are different answers
+            key = (it.task, it.condition, getattr(it, "model", None), it.choice_values, p,
+                   type(it.choice_values[p]), letter)
+            counted[key] = counted.get(key, 0) + 1
+    except TypeError:  # unhashable option values (lists): one row per item
+        counted = {}
+        rows = []
+        for k in np.flatnonzero(ok).tolist():
+            it = items[k]
+            p = int(pos[k])
+            letter = None
+            if (it.task, it.condition) in rotating and it.request in requests:
+                letter = requests[it.request].choices[p].strip()
+            rows.append((it.task, it.condition, getattr(it, "model", None), it.choice_values[p], letter))
+        return fl.answer_distribution(rows)
+    return fl.answer_distribution((task, cond, model, values[p], letter, m)
+                                  for (task, cond, model, values, p, _t, letter), m in counted.items())
 
 
-def _replicates(jobs: list[_EstimateJob]) -> dict[tuple, dict[str, Any]]:
+def _replicates(jobs: list[_EstimateJob], compilers: Mapping[str, "_Compiler"]) -> dict[tuple, dict[str, Any]]:
     """(task, metric, condition, group JSON) -> point, bootstrap replicates, the task's unit signature (equal
-    signatures: the replicates were drawn over the same units, so they are paired) and, for a proportion
-    metric, per-item (pair key, included, value) for McNemar."""
+    signatures: the replicates were drawn over the same units, so they are paired), for a proportion
+    metric per-item (pair key, included, value) for McNemar, and for the sign-flip / permutation tests across
+    models ``sums`` (the formula's per-unit sum columns, dense over the task's units, in the order the formula
+    registers them) with ``program`` (the formula over column totals)."""
     out: dict[tuple, dict[str, Any]] = {}
     sigs: dict[int, str] = {}
     for job in jobs:
@@ -1327,8 +1346,11 @@ def _replicates(jobs: list[_EstimateJob]) -> dict[tuple, dict[str, Any]]:
             idx = np.flatnonzero(c.ctx.mask)
             prop = (t.pair_key[idx].copy(), incl[idx].copy(), x[idx].copy())
         key = (job.task, job.metric.name, job.condition, json.dumps(job.group, sort_keys=True, default=str))
+        rc = _RecordingContext(t, c.ctx.mask, job.metric.name)
+        program = compilers[job.task].compile(c.top, rc).program
+        sums = np.column_stack(rc.cols) if rc.cols else np.zeros((t.n_units, 0))
         out[key] = {"point": point, "boot": np.array(dist, dtype=np.float64), "units": sigs[id(t)],
-                    "n_units": c.ctx.n_units, "n": c.ctx.n, "prop": prop}
+                    "n_units": c.ctx.n_units, "n": c.ctx.n, "prop": prop, "sums": sums, "program": program}
     return out
 
 

@@ -137,9 +137,12 @@ def run(spec: str | Path, *, models: str | Sequence[str] | None = None, model_se
     checked, plan = load_plan(str(spec), data, overrides, log=log)
     sel = select_models(plan.models, plan.model_sets, models, model_set)
     multi = len(sel.names) > 1
-    say(f"{plan.study}: {len(plan.items)} items, {len(plan.requests)} unique requests; "
-        + (f"model '{sel.names[0]}' ({plan.models[sel.names[0]]['backend']})" if not multi else
-           f"{len(sel.names)} models: " + ", ".join(f"{m} ({plan.models[m]['backend']})" for m in sel.names)))
+    k = len(sel.names)
+    say(f"{plan.study}: " + (f"{len(plan.items)} items, {len(plan.requests)} unique requests; "
+                             f"model '{sel.names[0]}' ({plan.models[sel.names[0]]['backend']})" if not multi else
+                             f"{len(plan.items)} items and {len(plan.requests)} unique requests per model, "
+                             f"{k * len(plan.items)} items in total; {k} models: "
+                             + ", ".join(f"{m} ({plan.models[m]['backend']})" for m in sel.names)))
     lock = None
     if write and not dry_run:  # a bad --out is found before any request runs, not after all of them
         from moraleval.locks import lock_dir

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from moraleval.flags import p_method_label
 from moraleval.report import _build as rep
 
 __all__ = ["build_models_report", "render_files", "rerender", "write_models_report"]
@@ -53,7 +54,10 @@ def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
     if across is not None:
         warnings += [f"across models: {w}" for w in across.warnings]
     out = {k: v for k, v in base.items() if k not in ("estimates", "comparisons", "warnings", "model")}
+    counts, tasks = _totals(plan, names, runs, base.get("tasks"))
     out.update({
+        "counts": counts,
+        "tasks": tasks,
         "model": None,
         "models": models,
         "model_set": {"name": sel.set_name, "models": names, "axis": sel.axis, "scale": sel.scale},
@@ -66,6 +70,33 @@ def build_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: An
         "warnings": warnings,
     })
     return out
+
+
+def _totals(plan: Any, names: Sequence[str], runs: Mapping[str, Any], base_tasks: Any
+            ) -> tuple[dict[str, Any], Any]:
+    """report.json's ``counts`` (and each task's item counts) over every model of the run: a model that did not
+    complete counts its planned items and requests, none of them answered; ``per_model`` keeps each model's own."""
+    planned = {"items": len(plan.items), "items_answered": 0, "requests": len(plan.requests),
+               "requests_answered": 0}
+    per_model = {n: dict((runs[n].report_part or {}).get("counts") or planned) if runs[n].complete else dict(planned)
+                 for n in names}
+    counts = {k: sum(int(c.get(k) or 0) for c in per_model.values()) for k in planned}
+    counts["models"] = len(names)
+    counts["per_model"] = per_model
+    tasks = base_tasks
+    if isinstance(base_tasks, Mapping):
+        tasks = {}
+        for t, info in base_tasks.items():
+            info = dict(info)
+            n_items = sum(1 for it in plan.items if it.task == t)
+            answered = 0
+            for n in names:
+                part_tasks = (runs[n].report_part or {}).get("tasks") or {} if runs[n].complete else {}
+                answered += int((part_tasks.get(t) or {}).get("items_answered") or 0)
+            info["items"] = n_items * len(names)
+            info["items_answered"] = answered
+            tasks[t] = info
+    return counts, tasks
 
 
 def write_models_report(plan: Any, sel: Any, runs: Mapping[str, Any], across: Any, *, out_dir: Any = None,
@@ -186,7 +217,9 @@ def _across_rows(report: Mapping[str, Any]) -> list[list[str]]:
             what = (f"slope of {r['treatment']} − {r['baseline']} over "
                     f"{'log10 ' if r.get('scale') == 'log' else ''}{r['axis']}")
         flags = ", ".join(f["code"] for f in r.get("flags", []))
-        rows.append([r["task"], r["metric"], what, _fmt(r["effect"]) + _ci(r), r["test"], _p(r["p_value"]),
+        test = r["test"] + (f" ({p_method_label(r['p_method'])})" if r.get("p_method") and
+                            r["p_method"] != r["test"] else "")
+        rows.append([r["task"], r["metric"], what, _fmt(r["effect"]) + _ci(r), test, _p(r["p_value"]),
                      _p(r["p_adjusted"]), str(r["n_units"]), flags])
     return rows
 

@@ -12,6 +12,7 @@ Analytic cross-checks and tests between conditions come from statsmodels / scipy
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Iterator, Sequence
 
@@ -369,10 +370,11 @@ class SignFlipResult:
     n_flips: int  # patterns evaluated (2^m when exact)
     n_undefined: int  # patterns whose statistic was undefined (counted as extreme: conservative)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    kind: str = "sign_flip"  # "sign_flip" (two conditions or models swapped) or "permutation" (several models)
 
     @property
     def method(self) -> str:
-        return "sign_flip_exact" if self.exact else "sign_flip_monte_carlo"
+        return f"{self.kind}_exact" if self.exact else f"{self.kind}_monte_carlo"
 
 
 def _all_patterns(m: int, start: int, stop: int) -> np.ndarray:
@@ -433,3 +435,56 @@ def sign_flip_pvalue(unit_diffs: Sequence[float] | np.ndarray, *, rng: np.random
     d = d[d != 0]
     return sign_flip_test(lambda s: (1.0 - 2.0 * s) @ d, d.size, rng=rng, n_flips=n_flips,
                           exact_max_units=exact_max_units)
+
+
+def arm_orders(n_groups: int) -> np.ndarray:
+    """Every order of ``n_groups`` arms, lexicographic (row 0 is the identity): the codes of
+    :func:`permutation_test`."""
+    return np.array(list(itertools.permutations(range(int(n_groups)))), dtype=np.intp).reshape(-1, int(n_groups))
+
+
+def permutation_test(statistic: Callable[[np.ndarray], np.ndarray], n_units: int, n_groups: int, *,
+                     rng: np.random.Generator, n_perms: int = 2000,
+                     exact_max_units: int = SIGNFLIP_EXACT_MAX_UNITS) -> SignFlipResult:
+    """Randomisation test of "the ``n_groups`` arms (e.g. models) are exchangeable within every unit": the
+    sign-flip test generalised to more than two arms (used for a trend over several models).
+
+    ``statistic(C)`` maps an ``F × n_units`` array of codes into ``arm_orders(n_groups)`` (``arm_orders(k)[C[f,
+    u]][j]``: whose data unit ``u`` gives arm ``j`` in pattern ``f``) to the ``F`` values of the statistic; code 0
+    (the identity) is the observed data.  Exact (``p = #{|T_π| ≥ |T_obs|} / (k!)^m`` over every pattern) while
+    ``(k!)^m ≤ 2^exact_max_units`` (the sign-flip test's budget), else ``(1 + #{extreme}) / (F + 1)`` over ``F``
+    random patterns (each unit's order drawn uniformly); undefined values count as extreme.  Valid with few units
+    (then coarse: the observed order and its reverse are always as extreme, so p ≥ 2/(k!)^m), like the sign-flip
+    test it reduces to for two arms.
+    """
+    m, k = int(n_units), int(n_groups)
+    if m <= 0:
+        return SignFlipResult(None, 0, False, 0, 0, ("no unit moves the statistic: no test",), "permutation")
+    obs = np.asarray(statistic(np.zeros((1, m), dtype=np.intp)), dtype=np.float64).ravel()
+    if obs.size != 1 or not math.isfinite(float(obs[0])):
+        return SignFlipResult(None, m, False, 0, 0, ("the observed statistic is undefined: no test",), "permutation")
+    cut = abs(float(obs[0]))
+    cut -= 1e-9 * max(cut, 1e-12)
+    n_orders = math.factorial(k)
+    exact = n_orders ** m <= 2**exact_max_units
+    total = n_orders ** m if exact else int(n_perms)
+    if total < 1:
+        raise ValueError("the permutation test needs at least 1 random pattern")
+    rows = max(1, _FLIP_CELLS // m)
+    extreme = undefined = 0
+    for start in range(0, total, rows):
+        stop = min(total, start + rows)
+        if exact:
+            c = np.arange(start, stop, dtype=np.int64)
+            codes = ((c[:, None] // (n_orders ** np.arange(m, dtype=np.int64))[None, :]) % n_orders).astype(np.intp)
+        else:
+            codes = rng.integers(0, n_orders, size=(stop - start, m)).astype(np.intp)
+        t = np.broadcast_to(np.asarray(statistic(codes), dtype=np.float64), (stop - start,))
+        bad = ~np.isfinite(t)
+        undefined += int(bad.sum())
+        extreme += int((bad | (np.abs(np.where(bad, 0.0, t)) >= cut)).sum())
+    warnings = []
+    if undefined:
+        warnings.append(f"{undefined} of {total} permutations gave an undefined statistic (counted as extreme)")
+    p = extreme / total if exact else (1 + extreme) / (total + 1)
+    return SignFlipResult(float(min(1.0, p)), m, exact, total, undefined, warnings, "permutation")

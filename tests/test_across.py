@@ -93,10 +93,41 @@ def test_model_difference_equals_hand_computed_paired_bootstrap(study) -> None:
         assert r.treatment_value == pytest.approx(pb) and r.baseline_value == pytest.approx(pa)
         lo, hi = np.percentile(diff, [2.5, 97.5])
         assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
-        p = min(1.0, 2 * min((1 + (diff <= 0).sum()) / (B + 1), (1 + (diff >= 0).sum()) / (B + 1)))
-        assert r.p_value == pytest.approx(p)
+        # the p-value is the sign-flip test over the units (valid with few units), recomputed exactly by hand
+        assert r.p_method == "sign_flip_exact"
+        assert r.p_value == pytest.approx(_hand_sign_flip_p(ra, rb, units, n_units, cond), abs=1e-12)
         assert r.n_units == n_units
-        assert [f["code"] for f in r.flags] == (["few_units"] if n_units < FEW_UNITS else [])
+        assert "few_units" in [f["code"] for f in r.flags] if n_units < FEW_UNITS else True
+
+
+def _unit_sums(rows, units, n_units, condition):
+    num, den = np.zeros(n_units), np.zeros(n_units)
+    for r, u in zip(rows, units):
+        if r["condition"] == condition and r["values"]["context_condition"] == "ambig":
+            den[u] += 1
+            num[u] += r["readout"]["answer"] == r["values"]["label"]
+    return num, den
+
+
+def _hand_sign_flip_p(ra, rb, units, n_units, condition) -> float:
+    """Exact sign-flip p of accuracy(B) − accuracy(A): every subset of the units that differ between the models has
+    its sums swapped between A and B (itertools, no numpy matrix tricks), |T| >= |T_obs| counted."""
+    import itertools
+
+    na, da = _unit_sums(ra, units, n_units, condition)
+    nb, db = _unit_sums(rb, units, n_units, condition)
+    moving = [u for u in range(n_units) if na[u] != nb[u] or da[u] != db[u]]
+    assert len(moving) <= 16, "the hand reference enumerates every pattern"
+
+    def stat(swapped) -> float:
+        xa, ya, xb, yb = na.copy(), da.copy(), nb.copy(), db.copy()
+        for u in swapped:
+            xa[u], xb[u], ya[u], yb[u] = nb[u], na[u], db[u], da[u]
+        return xb.sum() / yb.sum() - xa.sum() / ya.sum()
+
+    obs = abs(stat(()))
+    pats = [c for k in range(len(moving) + 1) for c in itertools.combinations(moving, k)]
+    return sum(abs(stat(c)) >= obs - 1e-9 * max(obs, 1e-12) for c in pats) / len(pats)
 
 
 def test_difference_in_differences_by_hand(study) -> None:
@@ -197,7 +228,8 @@ def test_trend_on_a_toy_study_with_known_slope() -> None:
     assert np.allclose(ols_slope(xs, boots), ref, atol=1e-12)
     lo, hi = np.percentile(ref, [2.5, 97.5])
     assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
-    assert r.ci_low < 0.05 < r.ci_high and r.flags == ()
+    # replicates without per-unit sums (made by hand here): no randomisation test, and the flag says so
+    assert r.ci_low < 0.05 < r.ci_high and [f["code"] for f in r.flags] == ["no_test"] and r.p_value is None
     # no declared model comparison: every model against the first
     diffs = across.of("model_difference")
     assert [(d.model, d.baseline_model) for d in diffs] == [("m1", "m0"), ("m2", "m0"), ("m3", "m0")]
@@ -215,3 +247,134 @@ def test_unpaired_replicates_give_no_interval() -> None:
     (d,) = across.of("model_difference")
     assert d.effect == pytest.approx(0.2) and d.ci_low is None and d.p_value is None
     assert any("not paired" in w for w in d.warnings) and any("other items" in w for w in across.warnings)
+
+
+# --------------------------------------------------------------------------- few units (issue #13's rules)
+
+def _mean_program(get, notes):
+    """mean(x): column 0 the per-unit sum of x, column 1 the per-unit item count."""
+    return get(0) / get(1)
+
+
+def _record(num: np.ndarray, den: np.ndarray, boot: np.ndarray | None = None) -> dict:
+    point = float(num.sum() / den.sum())
+    return {"point": point, "boot": np.full(50, point) if boot is None else boot, "units": "same",
+            "n_units": int(num.size), "n": int(den.sum()), "prop": None,
+            "sums": np.column_stack([num, den]).astype(float), "program": _mean_program}
+
+
+def _two_models(rng, n_units: int, shift: float, cond: str = "Q") -> dict:
+    den = np.full(n_units, 4.0)
+    base = rng.uniform(0.3, 0.6, n_units) * den
+    return {"a": {("t", "m", cond, "{}"): _record(base, den)},
+            "b": {("t", "m", cond, "{}"): _record(base + shift * den + rng.normal(0, 0.02, n_units), den)}}
+
+
+def test_model_difference_over_two_units_cannot_go_below_one_half() -> None:
+    reps = _two_models(np.random.default_rng(1), 2, 0.3)
+    runs = {m: _Run({}, r) for m, r in reps.items()}
+    (d,) = measure_across(_Plan(), runs).of("model_difference")
+    assert d.effect == pytest.approx(0.3, abs=0.05)
+    assert d.p_method == "sign_flip_exact" and d.p_value >= 0.5
+    (few,) = [f for f in d.flags if f["code"] == "few_units"]
+    assert "sign-flip" in few["message"] and "0.5" in few["message"]
+
+
+def test_model_difference_with_forty_units_and_a_clear_effect_is_significant() -> None:
+    reps = _two_models(np.random.default_rng(2), 40, 0.1)
+    runs = {m: _Run({}, r) for m, r in reps.items()}
+    (d,) = measure_across(_Plan(), runs).of("model_difference")
+    assert d.p_method == "sign_flip_monte_carlo"
+    assert d.p_value == pytest.approx(1 / 401)  # no random pattern is as extreme: (1 + 0) / (B + 1), B = 400
+    assert "few_units" not in [f["code"] for f in d.flags]
+
+
+def test_difference_in_differences_sign_flip_matches_exact_enumeration() -> None:
+    """(B_X − B_Y) − (A_X − A_Y) over 6 units: every one of the 2^6 swaps of a unit between the models (in both
+    conditions at once) enumerated by hand."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    n = 6
+    den = rng.integers(2, 6, size=(4, n)).astype(float)  # ax, ay, bx, by
+    num = np.floor(rng.uniform(0, 1, size=(4, n)) * (den + 1))
+    num[2] = np.minimum(den[2], num[2] + 1)  # B gains from X
+    keys = {"X": ("t", "m", "X", "{}"), "Y": ("t", "m", "Y", "{}")}
+    reps = {"a": {keys["X"]: _record(num[0], den[0]), keys["Y"]: _record(num[1], den[1])},
+            "b": {keys["X"]: _record(num[2], den[2]), keys["Y"]: _record(num[3], den[3])}}
+
+    class Plan(_Plan):
+        comparisons = (type("C", (), {"models": False, "metric": "m", "treatment": "X", "baseline": "Y"})(),)
+        tasks = {"t": {"conditions": [{"name": "X"}, {"name": "Y"}]}}
+
+    (r,) = measure_across(Plan(), {m: _Run({}, x) for m, x in reps.items()}).of("difference_in_differences")
+
+    def stat(swapped) -> float:
+        v = num.copy(), den.copy()
+        for u in swapped:
+            for arr in v:
+                arr[[0, 2], u] = arr[[2, 0], u]
+                arr[[1, 3], u] = arr[[3, 1], u]
+        x, y = v
+        m = [x[k].sum() / y[k].sum() for k in range(4)]
+        return (m[2] - m[3]) - (m[0] - m[1])
+
+    obs = abs(stat(()))
+    assert r.effect == pytest.approx(stat(()), abs=1e-12)
+    pats = [c for k in range(n + 1) for c in itertools.combinations(range(n), k)]
+    ref = sum(abs(stat(c)) >= obs - 1e-9 * obs for c in pats) / len(pats)
+    assert r.p_method == "sign_flip_exact" and r.p_value == pytest.approx(ref, abs=1e-12)
+
+
+def test_trend_permutation_test_clear_and_null() -> None:
+    rng = np.random.default_rng(4)
+    params = [1e8, 1e9, 1e10, 1e11]
+    n = 40
+    den = np.full(n, 5.0)
+    base = rng.uniform(0.2, 0.5, n) * den
+
+    def runs_for(slope: float) -> dict:
+        out = {}
+        for k, p in enumerate(params):
+            num = base + slope * k * den + rng.normal(0, 0.05, n)
+            out[f"m{k}"] = _Run({"params": p}, {("t", "m", "Q", "{}"): _record(num, den)})
+        return out
+
+    (clear,) = measure_across(_Plan(), runs_for(0.05), axis="params", scale="log").of("trend")
+    assert clear.p_method == "permutation_monte_carlo" and clear.p_value == pytest.approx(1 / 401)
+    (null,) = measure_across(_Plan(), runs_for(0.0), axis="params", scale="log").of("trend")
+    assert null.p_value > 0.01
+    # two units: 4!^2 = 576 ways to deal the models' sums; the observed order and its reverse are always as extreme
+    few = {m: _Run(r.about, {k: _record(v["sums"][:2, 0], v["sums"][:2, 1]) for k, v in r.replicates.items()})
+           for m, r in runs_for(0.05).items()}
+    (t2,) = measure_across(_Plan(), few, axis="params", scale="log").of("trend")
+    assert t2.p_method == "permutation_exact" and t2.p_value >= 2 / 576
+    (flag,) = [f for f in t2.flags if f["code"] == "few_units"]
+    assert "permutation test" in flag["message"]
+
+
+def test_trend_permutation_exact_matches_hand_enumeration() -> None:
+    """3 models × 3 units: all (3!)^3 = 216 ways to deal each unit's sums to the models, refitted by numpy.polyfit."""
+    import itertools
+
+    rng = np.random.default_rng(6)
+    params = [1e8, 1e9, 1e10]
+    xs = np.log10(params)
+    n = 3
+    den = rng.integers(3, 7, size=(3, n)).astype(float)
+    num = np.floor(rng.uniform(0, 1, size=(3, n)) * (den + 1))
+    runs = {f"m{k}": _Run({"params": p}, {("t", "m", "Q", "{}"): _record(num[k], den[k])})
+            for k, p in enumerate(params)}
+    (r,) = measure_across(_Plan(), runs, axis="params", scale="log").of("trend")
+
+    def slope(deal) -> float:  # deal[u] = which model's sums unit u gives to each slot
+        ys = [sum(num[deal[u][m], u] for u in range(n)) / sum(den[deal[u][m], u] for u in range(n))
+              for m in range(3)]
+        return float(np.polyfit(xs, ys, 1)[0])
+
+    ident = [(0, 1, 2)] * n
+    obs = abs(slope(ident))
+    assert r.effect == pytest.approx(slope(ident), abs=1e-12)
+    deals = list(itertools.product(itertools.permutations(range(3)), repeat=n))
+    ref = sum(abs(slope(d)) >= obs - 1e-9 * obs for d in deals) / len(deals)
+    assert r.p_method == "permutation_exact" and r.p_value == pytest.approx(ref, abs=1e-12)

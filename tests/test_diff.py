@@ -106,6 +106,64 @@ def test_answers_changed_on_known_items(reports, tmp_path: Path) -> None:
     assert main(["diff", str(b), str(a), "--fail-on-regression", "--alpha", "0.5"]) == 0  # B -> A is better
 
 
+def test_bootstrap_metric_p_value_is_the_sign_flip_test(reports, tmp_path: Path) -> None:
+    """diff's paired statistic for a non-proportion metric (the ambiguous bias score) takes its p-value from the
+    sign-flip test over the resampling units (issue #13's rule), here exact: checked against a hand enumeration
+    of every swap of a changed unit between A and B."""
+    import itertools
+
+    a, b = reports / "A", tmp_path / "B"
+    shutil.copytree(a, b)
+    rows = _samples(a)
+    changed_units = set()
+    for r in rows:  # three clusters: every ambiguous Q item answered with its target in B
+        v = r["values"]
+        if r["condition"] == "Q" and v["context_condition"] == "ambig" and (
+                r["unit"] in changed_units or len(changed_units) < 3):
+            changed_units.add(r["unit"])
+            lps = [-6.0, -6.0, -6.0]
+            lps[r["choice_values"].index(v["target"])] = -0.1
+            r["logprobs"] = lps
+    (b / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = diff_reports(a, b)
+    (c,) = [c for c in res.comparisons if c["metric"] == "bias_ambiguous" and c["condition"] == "Q"
+            and not c["group"]]
+    assert c["test"] == "bootstrap" and c["p_method"] == "sign_flip_exact"
+
+    def answers(side):
+        out = {}
+        for r in side:
+            if r["condition"] == "Q" and r["values"]["context_condition"] == "ambig":
+                lp = r["logprobs"]
+                out.setdefault((r["values"]["question_index"], r["values"]["category"]), []).append(
+                    (r["choice_values"][lp.index(max(lp))], r["values"]))
+        return out
+
+    ua, ub = answers(_samples(a)), answers(rows)
+    units = sorted(ua)
+
+    def bias(per_unit) -> float:  # (1 - accuracy) * (2 * biased / non-unknown - 1) over ambiguous items
+        items = [x for u in units for x in per_unit[u]]
+        acc = sum(ans == v["label"] for ans, v in items) / len(items)
+        known = [(ans, v) for ans, v in items if ans != v["unknown"]]
+        return (1 - acc) * (2 * sum(ans == v["target"] for ans, v in known) / len(known) - 1)
+
+    moving = [u for u in units if ua[u] != ub[u]]
+    assert len(moving) == 3
+
+    def stat(swapped) -> float:
+        sa = {u: (ub[u] if u in swapped else ua[u]) for u in units}
+        sb = {u: (ua[u] if u in swapped else ub[u]) for u in units}
+        return bias(sb) - bias(sa)
+
+    obs = abs(stat(()))
+    assert c["effect"] == pytest.approx(stat(()), abs=1e-12)
+    pats = [p for k in range(4) for p in itertools.combinations(moving, k)]
+    assert c["p_value"] == pytest.approx(sum(abs(stat(p)) >= obs - 1e-9 * obs for p in pats) / len(pats))
+    assert c["p_value"] >= 2 / 8  # 3 units: the observed pattern and its complete flip -> p >= 0.25
+    assert "few_units" in [f["code"] for f in c["flags"]]
+
+
 def test_manifest_change_list(reports) -> None:
     res = diff_reports(reports / "A", reports / "B")
     what = {c["what"] for c in res.changes}

@@ -115,6 +115,30 @@ def test_partial_report_names_the_missing_model_everywhere(tmp_path: Path) -> No
     assert {json.loads(line)["model"] for line in (out / "samples.jsonl").read_text().splitlines()} == {"a", "c"}
 
 
+def test_items_line_counts_every_model(tmp_path: Path) -> None:
+    """The "items" line of report.md/html and report.json's counts add up all the models (each model's own count
+    beside), and a missing model counts its planned items, none answered; the terminal's first line too."""
+    spec = write_spec(tmp_path)
+    said: list[str] = []
+    res = moraleval.run(spec, models="a,b,c", out=tmp_path / "out", cache=tmp_path / "cache", partial=True,
+                        backends=backends("a", "b", "c", b={"fail_after": 3}), log=said.append)
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    per = report["counts"]["per_model"]
+    n = per["a"]["items"]
+    assert n > 0 and per["c"]["items"] == n and per["a"]["items_answered"] == per["c"]["items_answered"] == n
+    assert per["b"] == {"items": n, "items_answered": 0, "requests": per["a"]["requests"], "requests_answered": 0}
+    assert report["counts"]["items"] == 3 * n and report["counts"]["items_answered"] == 2 * n
+    assert report["counts"]["models"] == 3
+    assert sum(t["items"] for t in report["tasks"].values()) == 3 * n
+    assert sum(t["items_answered"] for t in report["tasks"].values()) == 2 * n
+    line = f"{2 * n} of {3 * n} item × condition cells answered"
+    assert line in (out / "report.md").read_text() and line in (out / "report.html").read_text()
+    assert f"over 3 models: a {n} of {n}, b 0 of {n}, c {n} of {n}" in (out / "report.md").read_text()
+    assert f"{n} items and {per['a']['requests']} unique requests per model, {3 * n} items in total; 3 models" \
+        in said[0]
+
+
 def test_report_has_model_dimension_and_is_byte_identical_on_rerun(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, extra="compare model b vs a on bias_ambiguous test bootstrap correct holm\n"
                                       "compare model b vs a on accuracy_ambiguous test mcnemar correct holm")

@@ -7,6 +7,7 @@ its generation.  The measurement against the real llama.cpp server is bench/remo
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import attrs
@@ -65,8 +66,22 @@ def answer_requests(server: FakeServer, kind: str) -> list[dict]:
 
 # -- concurrency ------------------------------------------------------------------------------------------------
 
+def hold_until_in_flight(server: FakeServer, n: int, patience: float = 1.0):
+    """A fault hook: each answer waits until ``n`` requests of its kind are in flight (or ``patience`` seconds
+    pass, for the last ones), so the count does not depend on how fast a loaded machine sends them."""
+    def fault(i: int, path: str, body: dict):
+        if not body:
+            return None
+        kind = server.kind(path, body)
+        deadline = time.monotonic() + patience
+        while server.in_flight_by.get(kind, 0) < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return None
+    return fault
+
+
 def test_generation_requests_overlap_up_to_concurrency(server):
-    server.delay = 0.1  # every answer takes a while, so requests that are sent together are seen together
+    server.fault = hold_until_in_flight(server, 4)
     reqs = [GenerateRequest(Prompt(text=f"Fact {i}: the sky is"), max_tokens=8) for i in range(12)]
     with make(server, concurrency=4) as b:
         out = b.generate(reqs)
@@ -78,8 +93,7 @@ def test_generation_requests_overlap_up_to_concurrency(server):
 def test_the_runner_keeps_generations_concurrent_whatever_its_batch_size(server, tmp_path, batch_size):
     """The runner hands over ``call_size`` requests a call (8 x concurrency), not ``batch_size`` (which would
     cap the requests in flight at 1 with --batch-size 1, and at 8 with concurrency 16)."""
-    # every answer takes a while (generations longer), so requests sent together are in flight together
-    server.fault = lambda n, path, body: ("sleep", 0.1 if body.get("echo") else 0.5) if body else None
+    server.fault = hold_until_in_flight(server, 12)
     plan = cot_plan("chat", n_rows=24)
     with make(server, concurrency=12) as b:
         out = run(plan, b, tmp_path, batch_size=batch_size)

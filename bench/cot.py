@@ -12,7 +12,7 @@ Configurations: ``padded-b1`` (the graph before this change: left-padded batches
 Every measurement runs in its own subprocess (own peak RSS), interleaved round by round so that load on a shared
 machine hits all of them alike; batch-1 runs use the first ``--b1-items`` items only (rates are per item/token).
 Reports decode tokens/s (generated tokens / generation seconds), CoT items/s end to end, peak RSS, the load
-average, the ratios to ``padded-b1``, and the projected wall time of the paper's full BBQ (58,492 rows x 3
+average, the ratios to ``padded-b1`` (or to the first of ``--configs``), and the projected wall time of the paper's full BBQ (58,492 rows x 3
 conditions; Q and Q+IF scored from the measured scoring rate, Q+IF+CoT at the measured 256-token CoT rate).
 """
 
@@ -55,6 +55,15 @@ def _requests(workload: str, n: int):
     return [by_key[k] for k in keys[:n]]
 
 
+def decode_flops_per_token(cfg: dict, ctx: float) -> float:
+    """Matmul FLOPs to decode one token with ``ctx`` tokens in the KV cache: the linear layers, the vocabulary
+    head (it runs for every generated token) and attention over the cache (QK^T and PV, 2 FLOPs a MAC)."""
+    H, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    kv = cfg["num_key_value_heads"] * (H // cfg["num_attention_heads"])
+    linear = H * H * 2 + H * kv * 2 + 3 * H * F
+    return L * 2 * linear + 2 * H * cfg["vocab_size"] + L * 4 * H * ctx
+
+
 def measure(config: str, workload: str, n: int) -> dict:
     """In a subprocess: generate + score ``n`` CoT items with ``config``."""
     from backends.onnx import _backend
@@ -80,7 +89,11 @@ def measure(config: str, workload: str, n: int) -> dict:
         be.score(short)
     t_short = time.perf_counter() - t2
     tokens = sum(g.n_tokens for g in gens)
-    return {"config": config, "workload": workload, "items": len(reqs), "tokens": tokens,
+    # decode FLOPs per generated token at the mean context length seen while decoding
+    ctx = sum(len(be.text.encode_prompt(r.generate_request(0, {}).prompt)) + g.n_tokens / 2
+              for r, g in zip(reqs, gens)) / len(reqs)
+    return {"flops_per_token": decode_flops_per_token(be.text.config, ctx), "mean_ctx": ctx,
+            "config": config, "workload": workload, "items": len(reqs), "tokens": tokens,
             "gen_s": t_gen, "score_s": t_score, "tok_s": tokens / t_gen, "items_s": len(reqs) / (t_gen + t_score),
             "short_items_s": len(short) / t_short if short else None,
             "batch": be.settings["generate_batch_size"], "texts": [g.text for g in gens],
@@ -93,18 +106,27 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=64)
     ap.add_argument("--b1-items", type=int, default=8)
     ap.add_argument("--workloads", default="quickstart,bbq256")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="which configurations (the first is the base)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # internal: config workload n
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    configs = tuple(args.configs.split(","))
+    if not set(configs) <= set(CONFIGS):
+        ap.error(f"--configs: choose from {', '.join(CONFIGS)}")
     if args.one:
         print(json.dumps(measure(args.one[0], args.one[1], int(args.one[2]))))
         return 0
+    from bench.backend import gemm_peak
+
     rows = []
+    peaks = []
     load = [os.getloadavg()]
     for rnd in range(args.rounds):
+        peaks.append(gemm_peak())  # numpy fp32 GEMM, in this (otherwise idle) driver process
+        print(f"  numpy fp32 GEMM peak (round {rnd}): {peaks[-1] / 1e9:.1f} GFLOP/s", flush=True)
         for workload in args.workloads.split(","):
             full = 48 if workload == "quickstart" else args.items
-            for config in CONFIGS:
+            for config in configs:
                 n = full if config == "ragged-default" else min(full, args.b1_items)
                 out = subprocess.run([sys.executable, __file__, "--one", config, workload, str(n)],
                                      capture_output=True, text=True, env=os.environ)
@@ -117,12 +139,14 @@ def main() -> int:
                 load.append(os.getloadavg())
                 print(f"  {workload:10s} {config:15s} {row['items']:3d} items  {row['tok_s']:7.1f} tok/s  "
                       f"{row['items_s']:6.3f} CoT items/s  rss {row['rss_mb']:6.0f} MB", flush=True)
+    peaks.append(gemm_peak())
+    print(f"  numpy fp32 GEMM peak (after the last round): {peaks[-1] / 1e9:.1f} GFLOP/s", flush=True)
     print(f"\nload average (1 min) during the run: {min(x[0] for x in load):.1f} .. {max(x[0] for x in load):.1f}"
           f" on {os.cpu_count()} CPUs")
     summary = {}
     for workload in args.workloads.split(","):
-        base = [r for r in rows if r["workload"] == workload and r["config"] == "padded-b1"]
-        for config in CONFIGS:
+        base = [r for r in rows if r["workload"] == workload and r["config"] == configs[0]]
+        for config in configs:
             mine = [r for r in rows if r["workload"] == workload and r["config"] == config]
             tok = sum(r["tok_s"] for r in mine) / len(mine)
             its = sum(r["items_s"] for r in mine) / len(mine)
@@ -132,22 +156,33 @@ def main() -> int:
                                               "items_ratio": its / bits, "rss_mb": max(r["rss_mb"] for r in mine)}
             print(f"{workload:10s} {config:15s} {tok:7.1f} tok/s ({tok / btok:4.1f}x)  {its:6.3f} items/s "
                   f"({its / bits:4.1f}x)  peak RSS {max(r['rss_mb'] for r in mine):5.0f} MB")
+        peak = max(peaks)
+        for config in configs:
+            mine = [r for r in rows if r["workload"] == workload and r["config"] == config]
+            fpt = sum(r["flops_per_token"] for r in mine) / len(mine)
+            tok = summary[f"{workload}/{config}"]["tok_s"]
+            summary[f"{workload}/{config}"].update(flops_per_token=fpt, peak_share=tok * fpt / peak)
+            print(f"{workload:10s} {config:15s} {fpt / 1e6:5.0f} MFLOP/token x {tok:6.1f} tok/s = "
+                  f"{tok * fpt / 1e9:6.1f} GFLOP/s = {tok * fpt / peak * 100:4.1f} % of the numpy GEMM peak "
+                  f"({peak / 1e9:.0f} GFLOP/s, best of {len(peaks)})")
         # greedy texts: the default's equal the one-at-a-time ones on the shared items
         ref = next(r for r in rows if r["workload"] == workload and r["config"] == "ragged-b1")
         dflt = next(r for r in rows if r["workload"] == workload and r["config"] == "ragged-default")
         same = sum(a == b for a, b in zip(ref["texts"], dflt["texts"]))
         print(f"{workload:10s} greedy texts, default vs one at a time: {same}/{len(ref['texts'])} identical")
+        summary[f"{workload}/greedy_identical"] = [same, len(ref["texts"])]
     if "bbq256" in args.workloads:
         short = [r["short_items_s"] for r in rows if r["workload"] == "bbq256" and r["short_items_s"]]
         q_rate = sum(short) / len(short)
-        for config in ("padded-b1", "ragged-default"):
+        for config in (configs[0], "ragged-default"):
             cot = summary[f"bbq256/{config}"]["items_s"]
             hours = (2 * PAPER_BBQ_ROWS / q_rate + PAPER_BBQ_ROWS / cot) / 3600
             summary[f"paper_bbq_hours/{config}"] = hours
             print(f"projected full paper BBQ (58,492 rows x Q, Q+IF, Q+IF+CoT-256) with {config}: {hours:,.0f} h "
                   f"(Q/Q+IF {2 * PAPER_BBQ_ROWS / q_rate / 3600:,.1f} h at {q_rate:.1f} items/s)")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "load": load}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "load": load, "gemm_peaks": peaks},
+                                        indent=1))
     return 0
 
 

@@ -4,9 +4,10 @@ Order of work.  A request's generate steps run before its scoring, and every req
 step *k+1*: all first generate steps (batched), then all second ones, ..., then all scoring (batched).  Inside a
 stage the backend calls are deduplicated by ``request_hash`` (different plan requests often share a CoT prompt)
 and sent in plan order, ``batch_size`` at a time (or more when the backend's ``call_size(kind)`` asks for more).
-A backend whose ``reuses_generated_prefix`` is true (the ONNX backend keeps recent generations' KV caches) gets
-the requests with generate steps in groups of ``call_size("generate")``: each group's generation, then at once its
-scoring — so the follow-up turn extends a cache still held — then the requests without generate steps.
+A backend whose ``reuses_generated_prefix`` is true (the ONNX backend keeps recent generations' KV caches; a
+server's prefix cache does the same for the OpenAI-compatible backend) gets the requests with generate steps in
+groups of ``reuse_group_size()`` where it has one, else of ``call_size("generate")``: each group's generation, then
+at once its scoring — so the follow-up turn extends a cache still held — then the requests without generate steps.
 
 Caching.  Every result is normalised, then stored in the :class:`~moraleval.cache.ResponseCache` the moment the
 backend hands it over (``on_result``), one committed transaction each.  A run stopped by Ctrl-C, SIGKILL or a
@@ -274,6 +275,9 @@ class _Run:
         """Requests per generate-then-score group, for a backend that reuses a generation's KV cache; else 0."""
         if self.dry_run or not getattr(self.backend, "reuses_generated_prefix", False):
             return 0
+        group = getattr(self.backend, "reuse_group_size", None)
+        if callable(group):  # a server's prefix cache: the backend knows how many it holds
+            return max(1, int(group()))
         hint = getattr(self.backend, "call_size", None)
         return max(self.batch_size, int(hint("generate")) if callable(hint) else 0)
 

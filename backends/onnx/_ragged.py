@@ -171,17 +171,21 @@ class PrefixCache:
             self.bytes -= sum(a.nbytes for a in old)
 
     def longest(self, ids: Sequence[int]) -> tuple[int, list[np.ndarray] | None]:
-        """(tokens shared with the entry sharing most, that entry's KV) — (0, None) if none."""
+        """(length of the longest stored prompt that ``ids`` starts with, its KV) — (0, None) if none.
+
+        Only a *whole* stored prompt counts (the follow-up turn extends its generation's prompt).  A request that
+        merely shares leading tokens with one (the Q+IF prompt shares its human turn with the CoT generation
+        prompt) is computed from scratch: extending a truncated cache gave log-probs ~1e-5 away from scratch on
+        the default model, so the result would depend on which generations ran earlier in the process (a resumed
+        run, or another order, would store other numbers)."""
         best, best_key = 0, None
         arr = np.asarray(ids)
         for key in self.entries:
-            n = min(len(key), len(arr))
-            if n <= best:
+            n = len(key)
+            if n <= best or n > len(arr):
                 continue
-            diff = np.flatnonzero(np.asarray(key[:n]) != arr[:n])
-            common = int(diff[0]) if diff.size else n
-            if common > best:
-                best, best_key = common, key
+            if np.array_equal(np.asarray(key), arr[:n]):
+                best, best_key = n, key
         if best_key is None:
             return 0, None
         self.entries.move_to_end(best_key)
@@ -257,8 +261,9 @@ class RaggedDecoder:
         if self.prefixes.entries:
             for b, ids in enumerate(prompts):
                 common, kv = self.prefixes.longest(ids)
-                common = min(common, len(ids) - 1)  # the last prompt token must run: its output is the score
-                if common >= MIN_REUSE:
+                # a strict extension only: the last prompt token must run (its output is the score), and
+                # running it from a cache cut short is what PrefixCache.longest avoids
+                if MIN_REUSE <= common < len(ids):
                     reuse[b] = (common, kv)
         if not reuse:
             return self.prefill(prompts, want_present)

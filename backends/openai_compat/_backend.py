@@ -63,6 +63,7 @@ class OpenAICompatBackend:
         self.stats = Stats()
         self._transport = Transport(s, self._api_key, self.stats)
         self._model: str | None = s.model
+        self._owned_by: str | None = None  # the model's "owned_by" in /v1/models ("llamacpp": llama.cpp's server)
         self._checked = False
         self._alignment: str | None = None if s.echo_alignment == "auto" else s.echo_alignment
 
@@ -123,6 +124,35 @@ class OpenAICompatBackend:
         return run_jobs(self._transport, len(requests), range(len(requests)), handle, on_result,
                         s.concurrency, s.error_budget)
 
+    # -- how the runner should call (speed only) ------------------------------------------------------------
+    def call_size(self, kind: str) -> int:
+        """Requests the runner should hand over per call: enough to keep ``concurrency`` requests in flight
+        (a call ends when its slowest request does, so the next call's requests wait for it).  Results still
+        reach the cache one by one through ``on_result``."""
+        return 8 * self.settings.concurrency
+
+    @property
+    def reuses_generated_prefix(self) -> bool:
+        """True unless ``cot_group`` is 0: the runner then scores each group of chain-of-thought requests'
+        follow-up turns right after generating their reasoning, while a server's prefix cache still holds the
+        prompt + reasoning (the follow-up prompt extends the generation prompt byte for byte)."""
+        return self.reuse_group_size() > 0
+
+    def reuse_group_size(self) -> int:
+        """Requests per generate-then-score group (``cot_group``; default ``8 * concurrency``; 0: off)."""
+        s = self.settings
+        return 8 * s.concurrency if s.cot_group is None else s.cot_group
+
+    def sends_cache_prompt(self) -> bool | None:
+        """The ``cache_prompt`` value put in every request body, or None when the field is not sent: the
+        ``cache_prompt`` setting, else true for llama.cpp's own server (``owned_by: "llamacpp"``), else unset
+        (OpenAI refuses unknown fields; vLLM ignores them with a warning)."""
+        s = self.settings
+        if s.cache_prompt is not None:
+            return s.cache_prompt
+        self._ensure_model()
+        return True if self._owned_by == "llamacpp" else None
+
     def close(self) -> None:
         self._transport.close()
 
@@ -158,6 +188,7 @@ class OpenAICompatBackend:
             raise
         entries = P.field(data, "data", label, kind=list)
         ids = [e.get("id") for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        owners = {e["id"]: e.get("owned_by") for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)}
         if self._model is None:
             if len(ids) != 1:
                 raise UnknownModelError(f"no model given and the server lists {len(ids)} models: "
@@ -170,6 +201,8 @@ class OpenAICompatBackend:
                                     f"{self._model!r}; /v1/models lists: {shown or '(nothing)'}",
                                     hint="set model to one of the listed names (llama.cpp: the --model path, "
                                          "or --model_alias)")
+        owner = owners.get(self._model)
+        self._owned_by = owner if isinstance(owner, str) else None
         self._checked = True
 
     # -- building bodies ------------------------------------------------------------------------------------
@@ -179,7 +212,7 @@ class OpenAICompatBackend:
     def _prompt_body(self, prompt: Prompt, label: str) -> tuple[str, dict[str, Any], int]:
         """(endpoint path, body with model + prompt/messages, prompt size in characters)."""
         s = self.settings
-        body: dict[str, Any] = {"model": self._model, **s.extra_body}
+        body: dict[str, Any] = {"model": self._model, **self._cache_field(), **s.extra_body}
         if self._uses_chat(prompt):
             try:
                 body.update(chat_body(prompt, s.prefill))
@@ -191,6 +224,10 @@ class OpenAICompatBackend:
         text = self._completion_text(prompt, label)
         body["prompt"] = text
         return "completions", body, len(text)
+
+    def _cache_field(self) -> dict[str, Any]:
+        value = self.sends_cache_prompt()
+        return {} if value is None else {"cache_prompt": value}
 
     async def _post(self, path: str, body: dict[str, Any], label: str, call: CallState, est: int
                     ) -> dict[str, Any]:
@@ -216,6 +253,7 @@ class OpenAICompatBackend:
         s = self.settings
         self._ensure_alignment()
         shifted = self._alignment == "shifted"
+        cache = self._cache_field()
         texts = [self._completion_text(r.prompt, _label("score", i, r.prompt)) for i, r in enumerate(requests)]
         parts: dict[int, dict[int, tuple[float, int, tuple]]] = {i: {} for i in range(len(requests))}
         jobs: list[tuple[int, int]] = []
@@ -250,7 +288,7 @@ class OpenAICompatBackend:
             want_top = r.top_k if j == 0 else 0
             if cont == "":
                 raise RequestRejectedError(f"{label}: top-k alternatives need a non-empty first continuation")
-            body: dict[str, Any] = {"model": self._model, **s.extra_body, "prompt": texts[i] + cont,
+            body: dict[str, Any] = {"model": self._model, **cache, **s.extra_body, "prompt": texts[i] + cont,
                                     "max_tokens": 1, "temperature": 0.0, "echo": True,
                                     "logprobs": max(s.echo_top_n if shifted else 1, want_top)}
             data = await self._post("completions", body, label, call, _est_tokens(len(texts[i]) + len(cont), 1))

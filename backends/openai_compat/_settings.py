@@ -120,6 +120,9 @@ class Settings:
     tokens_per_minute: float | None = attrs.field(default=None, converter=_optional_float, validator=_positive)
     rate_burst_seconds: float = attrs.field(default=1.0, converter=float, validator=_positive)
     check_model: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    # prompt-cache reuse (docs/backends/openai.md, "Chain of thought and prompt caches"): also speed only
+    cache_prompt: bool | None = attrs.field(default=None, validator=v.optional(v.instance_of(bool)))
+    cot_group: int | None = attrs.field(default=None, validator=v.optional([v.instance_of(int), v.ge(0)]))
 
     @property
     def effective_api(self) -> str:
@@ -154,4 +157,4 @@ class Settings:
         return {k: getattr(self, k) for k in (
             "concurrency", "timeout", "connect_timeout", "max_retries", "error_budget", "backoff_base",
             "backoff_max", "retry_after_max", "requests_per_minute", "tokens_per_minute", "rate_burst_seconds",
-            "check_model")}
+            "check_model", "cache_prompt", "cot_group")}

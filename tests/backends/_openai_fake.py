@@ -44,8 +44,9 @@ def continuation_logprob(prompt: str, continuation: str) -> float:
 
 class FakeServer:
     def __init__(self, *, models: tuple[str, ...] = ("fake-model",), shifted: bool = False,
-                 chat_top: list[tuple[str, float]] | None = None) -> None:
+                 chat_top: list[tuple[str, float]] | None = None, owned_by: str | None = None) -> None:
         self.models = list(models)
+        self.owned_by = owned_by  # what /v1/models says ("llamacpp": llama.cpp's server, "vllm"); None: omitted
         self.shifted = shifted
         self.chat_top = chat_top or [("Yes", -0.4), ("No", -1.3), (" yes", -2.0), ("Maybe", -3.0)]
         self.fault: Callable[[int, str, dict], Any] | None = None
@@ -53,6 +54,9 @@ class FakeServer:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        # the same per kind of request: "generate" (completions without echo), "echo" (scoring), "chat", ...
+        self.in_flight_by: dict[str, int] = {}
+        self.max_in_flight_by: dict[str, int] = {}
         self.delay = 0.0  # seconds every answer takes (to observe concurrency)
         self.generated = " generated text"
         outer = self
@@ -84,6 +88,12 @@ class FakeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    @staticmethod
+    def kind(path: str, body: dict[str, Any]) -> str:
+        if path == "/v1/completions":
+            return "echo" if body.get("echo") else "generate"
+        return {"/v1/chat/completions": "chat", "/v1/models": "models"}.get(path, path)
+
     def count(self, path: str) -> int:
         return sum(1 for r in self.requests if r["path"] == path)
 
@@ -93,11 +103,15 @@ class FakeServer:
         raw = h.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else {}
         path = h.path.split("?")[0]
+        kind = self.kind(path, body)
         with self.lock:
             n = len(self.requests)
-            self.requests.append({"path": path, "raw_path": h.path, "body": body, "headers": dict(h.headers)})
+            self.requests.append({"path": path, "raw_path": h.path, "body": body, "headers": dict(h.headers),
+                                  "kind": kind})
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.in_flight_by[kind] = self.in_flight_by.get(kind, 0) + 1
+            self.max_in_flight_by[kind] = max(self.max_in_flight_by.get(kind, 0), self.in_flight_by[kind])
         try:
             if self.delay:
                 time.sleep(self.delay)
@@ -128,6 +142,7 @@ class FakeServer:
         finally:
             with self.lock:
                 self.in_flight -= 1
+                self.in_flight_by[kind] -= 1
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, code: int, payload: bytes, headers: dict[str, str]) -> None:
@@ -142,7 +157,8 @@ class FakeServer:
     # -- the fake model -----------------------------------------------------------------------------------------
     def _answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if path == "/v1/models":
-            return 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+            owner = {} if self.owned_by is None else {"owned_by": self.owned_by}
+            return 200, {"object": "list", "data": [{"id": m, "object": "model", **owner} for m in self.models]}
         if body.get("model") not in self.models:
             return 404, {"error": {"message": f"model {body.get('model')!r} not found"}}
         if path == "/v1/completions":

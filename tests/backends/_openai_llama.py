@@ -43,13 +43,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def llama_server(model: Path, *, logits_all: bool = True, alias: str = "smollm2", n_ctx: int = 2048,
-                 startup_timeout: float = 120.0) -> Iterator[str]:
-    """Yields the base URL (``http://127.0.0.1:P/v1``) of a llama.cpp server serving ``model`` as ``alias``."""
+                 startup_timeout: float = 120.0, log_path: Path | None = None,
+                 extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """Yields the base URL (``http://127.0.0.1:P/v1``) of a llama.cpp server serving ``model`` as ``alias``.
+    With ``log_path`` the server runs verbose and writes its output there (its prefix-match and timing lines);
+    ``extra``: more server arguments (e.g. ``("--cache", "true")``)."""
     port = free_port()
     args = [sys.executable, __file__, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "--model_alias", alias, "--n_ctx", str(n_ctx), "--verbose", "false"]
+            "--model_alias", alias, "--n_ctx", str(n_ctx), "--verbose", "false" if log_path is None else "true"]
     args += ["--logits_all", "true" if logits_all else "false"]  # its default is true in 0.3.x
-    log = open(os.devnull, "wb")
+    args += list(extra)
+    log = open(os.devnull if log_path is None else log_path, "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:

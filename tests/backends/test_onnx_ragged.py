@@ -129,3 +129,17 @@ def test_prefix_cache_is_bounded():
         c.put([i] * 10, [np.zeros(100, np.float32)])  # 400 bytes each
     assert len(c.entries) == 3 and c.bytes == 1200
     assert c.longest([4] * 12)[0] == 10 and c.longest([0] * 12) == (0, None)  # the oldest left first
+
+
+def test_a_prompt_that_only_shares_a_start_with_a_generation_is_computed_from_scratch(tiny_dir):
+    """The Q+IF prompt shares its human turn with the CoT generation prompt but is no extension of it: no reuse
+    (extending a cache cut short moved log-probs by ~1e-5 on the default model), so its numbers do not depend on
+    which generations ran before in the process."""
+    base = " ".join(PROMPTS[:5])  # longer than MIN_REUSE tokens, short enough for the tiny context
+    be = OnnxBackend(model=str(tiny_dir))
+    be.generate([GenerateRequest(Prompt(base + " Let us think"), max_tokens=3)])
+    diverging = [ScoreRequest(Prompt(base + " The answer is"), (" (a)", " (b)"), top_k=2),
+                 ScoreRequest(Prompt(base + " Let us think"), (" (a)",))]  # the generation prompt itself
+    got = be.score(diverging)
+    assert be._decoder.prefixes.hits == 0
+    assert got == OnnxBackend(model=str(tiny_dir), kv_reuse_mb=0).score(diverging)

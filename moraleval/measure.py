@@ -1039,13 +1039,14 @@ def _task_item_indices(items: Sequence[PlanItem]) -> dict[str, np.ndarray]:
     return {task: np.array(ks, dtype=np.intp) for task, ks in out.items()}
 
 
-def _item_layout(items: Sequence[PlanItem], raw: set[tuple[str, str]]) -> tuple[int, np.ndarray, np.ndarray | None]:
-    """The plan's side of the read-out: the widest option list, each item's number of options, and which items
-    say `normalize none` (None: no item)."""
+def _item_layout(items: Sequence[PlanItem], raw: set[tuple[str, str]]
+                 ) -> tuple[int, np.ndarray, np.ndarray | None, list[str]]:
+    """The plan's side of the read-out: the widest option list, each item's number of options, which items
+    say `normalize none` (None: no item), each item's request key."""
     width = max((len(it.choice_values) for it in items), default=1) or 1
     want = np.array([len(it.choice_values) for it in items], dtype=np.intp).reshape(len(items))
     rows = np.array([(it.task, it.condition) in raw for it in items], dtype=bool).reshape(len(items)) if raw else None
-    return width, want, rows
+    return width, want, rows, [it.request for it in items]
 
 
 def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome],
@@ -1053,11 +1054,11 @@ def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome],
     """Softmax over each item's listed options (or exp(logprob) for `normalize none`) and the argmax.
     ``layout``: ``_item_layout(items, raw)`` where already computed."""
     total = len(items)
-    width, want, raw_rows = layout if layout is not None else _item_layout(items, raw)
+    width, want, raw_rows, requests = layout if layout is not None else _item_layout(items, raw)
     lp = np.full((total, width), -np.inf)
     n_opt = np.zeros(total, np.intp)
     status = np.full(total, "no_outcome", dtype=object)
-    scores = [oc.score.logprobs if oc is not None else None for oc in map(outcomes.get, (it.request for it in items))]
+    scores = [oc.score.logprobs if oc is not None else None for oc in map(outcomes.get, requests)]
     got = np.array([sc is not None for sc in scores], dtype=bool).reshape(total)
     lens = np.array([len(sc) if sc is not None else -1 for sc in scores], dtype=np.intp).reshape(total)
     good = got & (lens == want) & (lens > 0)

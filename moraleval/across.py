@@ -197,7 +197,7 @@ def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], fl
 
     Every unit of the task takes part (a unit whose sums agree across the models adds the same to every slot),
     so tests over one task's units with the same seed draw the same patterns; ``picks`` (a dict shared by such
-    calls) then keeps each pattern block's one-hot matrices, built once."""
+    calls) then keeps the patterns and each pattern block's one-hot matrices, drawn and built once."""
     n_models = len(series)
     stacks = []
     for j in range(len(series[0])):
@@ -228,7 +228,8 @@ def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], fl
     flat = np.ascontiguousarray(allu.transpose(1, 0, 2)).reshape(n_units * n_models, n_cols)
     orders = stats.arm_orders(n_models)
     base = np.arange(n_units) * n_models
-    cache = picks if picks is not None else {}
+    shared = picks if picks is not None else {}
+    cache = shared.setdefault("onehot", {})
 
     def pick_of(codes: np.ndarray, slot: int):
         # the patterns of a block follow from the seed and the block (its first and last rows tell it)
@@ -254,7 +255,7 @@ def permutation_trend_test(series: Sequence[Sequence[tuple[Mapping[str, Any], fl
         return ols_slope(xs, vals)
 
     return stats.permutation_test(statistic, int(n_units), n_models, rng=np.random.default_rng(seed),
-                                  n_perms=n_perms)
+                                  n_perms=n_perms, drawn=shared.setdefault(("patterns", tuple(seed)), {}))
 
 
 def _apply_flip(res: stats.SignFlipResult | None, effect: float | None, warns: list[str]

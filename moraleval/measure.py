@@ -32,6 +32,7 @@ from moraleval import nodes as n
 from moraleval import stats
 from moraleval.errors import MoralevalError, MeasureError
 from moraleval.plan import MetricPlan, Plan, PlanItem
+from moraleval.planmemo import memoised
 from moraleval.results import ComparisonResult, Estimate, RequestOutcome
 
 AGGREGATES = ("mean", "sum", "count", "pearson")
@@ -491,20 +492,16 @@ class _Store:
         return get
 
 
-class _TaskData:
-    """The read-out items of one task (all conditions), as arrays."""
+class _TaskItems:
+    """What a task's read-out items give without any model's answers (items, conditions, pairing keys, resampling
+    units, the plan's item columns): a plan is measured once per model, so this is built once and shared."""
 
     def __init__(self, name: str, plan_idx: np.ndarray, items: Sequence[PlanItem], unit_cols: tuple[str, ...],
-                 logprobs: np.ndarray, probs: np.ndarray, answer_pos: np.ndarray, n_opt: np.ndarray) -> None:
-        self.name = name
-        self.plan_idx = plan_idx
+                 width: int) -> None:
+        self.width = width  # the widest option list of the plan (the read-out arrays' width)
         self.items = [items[i] for i in plan_idx]
         self.size = len(self.items)
-        self.logprobs = logprobs[plan_idx]
-        self.probs = probs[plan_idx]
-        self.answer_pos = answer_pos[plan_idx]
-        self.n_opt = n_opt[plan_idx]
-        self.choice_names = {it.choice for it in self.items}
+        self.choice_names = frozenset(it.choice for it in self.items)
         self.condition = np.array([it.condition for it in self.items], dtype=object)
         rows = np.array([it.row for it in self.items], dtype=np.int64)
         variants = np.array([it.variant for it in self.items], dtype=np.int64)
@@ -537,10 +534,10 @@ class _TaskData:
                                       for key in keys], dtype=np.intp)
         self.n_units = len(index)
         self._cols: dict[str, _Col] = {}
+        self._choices: dict[str, tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = {}
         self._optvals: np.ndarray | None = None
         self._pair_codes: np.ndarray | None = None
-        self.store = _Store(self.n_units)
-        self.eval = _ItemEval(self)
+        self._signature: str | None = None
 
     def pair_codes(self) -> np.ndarray:
         """(row, variant) of each item as a dense code 0..K-1 (the pairing key across conditions)."""
@@ -548,45 +545,106 @@ class _TaskData:
             self._pair_codes = np.unique(self.pair_key, return_inverse=True)[1].reshape(self.size).astype(np.intp)
         return self._pair_codes
 
-    def column(self, name: str, ev: _ItemEval) -> _Col:
+    def column(self, name: str, ev: _ItemEval, choice_names: set[str]) -> _Col:
+        """A column of the plan's item values (not a model output)."""
         col = self._cols.get(name)
         if col is not None:
             return col
-        if name in self.choice_names:
-            col = self._choice_column(name)
-        else:
-            vals = [it.values.get(name, _MISSING) for it in self.items]
-            if self.size and all(v is _MISSING for v in vals):
-                known = sorted(set().union(*(it.values.keys() for it in self.items[:1000])) | self.choice_names)
-                raise ev.fail(f"unknown column '{name}' (columns: {', '.join(known)})")
-            col = _col_from_values(vals)
-        self._cols[name] = col
+        vals = [it.values.get(name, _MISSING) for it in self.items]
+        if self.size and all(v is _MISSING for v in vals):
+            known = sorted(set().union(*(it.values.keys() for it in self.items[:1000])) | choice_names)
+            raise ev.fail(f"unknown column '{name}' (columns: {', '.join(known)})")
+        col = self._cols[name] = _col_from_values(vals)
         return col
 
-    def _choice_column(self, name: str) -> _Col:
-        """The value of the argmax option, per item (the item's own column where its choice has another name)."""
-        vals: list[Any] = [None] * self.size
-        groups: dict[tuple, list[int]] = {}
-        for k, it in enumerate(self.items):
-            if it.choice == name:
-                groups.setdefault(it.choice_values, []).append(k)
-            else:
-                vals[k] = it.values.get(name)
-        for cv, ks in groups.items():
-            table = list(cv)
-            for k, p in zip(ks, self.answer_pos[ks].tolist()):
-                vals[k] = table[p]
-        return _col_from_values(vals)
+    def choice_layout(self, name: str) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """For choice ``name``: the values of the items that choose another name (None where they choose this
+        one) and, per distinct option list, its values and its items: a model's answers then fill them in."""
+        got = self._choices.get(name)
+        if got is None:
+            base = np.empty(self.size, dtype=object)
+            groups: dict[tuple, list[int]] = {}
+            for k, it in enumerate(self.items):
+                if it.choice == name:
+                    groups.setdefault(it.choice_values, []).append(k)
+                else:
+                    base[k] = it.values.get(name)
+            tables = []
+            for cv, ks in groups.items():
+                table = np.empty(len(cv), dtype=object)
+                for j, v in enumerate(cv):
+                    table[j] = v
+                tables.append((table, np.array(ks, dtype=np.intp)))
+            got = self._choices[name] = (base, tables)
+        return got
+
+    def signature(self) -> str:
+        """A hash of the units, pairing keys and conditions: equal signatures mean replicates drawn over the same
+        units (they pair up across models)."""
+        if self._signature is None:
+            h = hashlib.blake2b(self.unit_idx.astype(np.int64).tobytes() + self.pair_key.astype(np.int64).tobytes(),
+                                digest_size=16)
+            h.update("\x1f".join(map(str, self.condition.tolist())).encode("utf-8"))
+            self._signature = h.hexdigest()
+        return self._signature
 
     def option_values(self) -> np.ndarray:
         if self._optvals is None:
-            width = self.probs.shape[1]
+            width = self.width
             ov = np.empty((self.size, width), dtype=object)
             for k, it in enumerate(self.items):
                 cv = list(it.choice_values)
                 ov[k, :] = cv + [_MISSING] * (width - len(cv))
             self._optvals = ov
         return self._optvals
+
+
+class _TaskData:
+    """The read-out items of one task (all conditions), as arrays: the shared ``_TaskItems`` and one model's
+    read-out (log-probs, probabilities, chosen option)."""
+
+    def __init__(self, name: str, plan_idx: np.ndarray, base: _TaskItems, logprobs: np.ndarray, probs: np.ndarray,
+                 answer_pos: np.ndarray, n_opt: np.ndarray) -> None:
+        self.name = name
+        self.plan_idx = plan_idx
+        self.base = base
+        self.items = base.items
+        self.size = base.size
+        self.logprobs = logprobs[plan_idx]
+        self.probs = probs[plan_idx]
+        self.answer_pos = answer_pos[plan_idx]
+        self.n_opt = n_opt[plan_idx]
+        self.choice_names = set(base.choice_names)
+        self.condition = base.condition
+        self.pair_key = base.pair_key
+        self.warnings = list(base.warnings)
+        self.unit_idx = base.unit_idx
+        self.n_units = base.n_units
+        self._cols: dict[str, _Col] = {}
+        self.store = _Store(self.n_units)
+        self.eval = _ItemEval(self)
+
+    def pair_codes(self) -> np.ndarray:
+        return self.base.pair_codes()
+
+    def column(self, name: str, ev: _ItemEval) -> _Col:
+        if name not in self.choice_names:
+            return self.base.column(name, ev, self.choice_names)
+        col = self._cols.get(name)
+        if col is None:
+            col = self._cols[name] = self._choice_column(name)
+        return col
+
+    def _choice_column(self, name: str) -> _Col:
+        """The value of the argmax option, per item (the item's own column where its choice has another name)."""
+        base, tables = self.base.choice_layout(name)
+        vals = base.copy()
+        for table, ks in tables:
+            vals[ks] = table[self.answer_pos[ks]]
+        return _col_from_values(vals.tolist())
+
+    def option_values(self) -> np.ndarray:
+        return self.base.option_values()
 
     def option_prob(self, v: _Col, *, log: bool) -> _Col:
         """Normalised probability (or raw log-prob) of the option(s) whose value equals ``v`` (summed over
@@ -973,18 +1031,36 @@ def _unnormalised(plan: Plan) -> set[tuple[str, str]]:
     return out
 
 
-def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome],
-              raw: set[tuple[str, str]] = frozenset()):
-    """Softmax over each item's listed options (or exp(logprob) for `normalize none`) and the argmax."""
-    total = len(items)
+def _task_item_indices(items: Sequence[PlanItem]) -> dict[str, np.ndarray]:
+    """The items of each task, in plan order."""
+    out: dict[str, list[int]] = {}
+    for k, it in enumerate(items):
+        out.setdefault(it.task, []).append(k)
+    return {task: np.array(ks, dtype=np.intp) for task, ks in out.items()}
+
+
+def _item_layout(items: Sequence[PlanItem], raw: set[tuple[str, str]]
+                 ) -> tuple[int, np.ndarray, np.ndarray | None, list[str]]:
+    """The plan's side of the read-out: the widest option list, each item's number of options, which items
+    say `normalize none` (None: no item), each item's request key."""
     width = max((len(it.choice_values) for it in items), default=1) or 1
+    want = np.array([len(it.choice_values) for it in items], dtype=np.intp).reshape(len(items))
+    rows = np.array([(it.task, it.condition) in raw for it in items], dtype=bool).reshape(len(items)) if raw else None
+    return width, want, rows, [it.request for it in items]
+
+
+def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome],
+              raw: set[tuple[str, str]] = frozenset(), layout: tuple | None = None):
+    """Softmax over each item's listed options (or exp(logprob) for `normalize none`) and the argmax.
+    ``layout``: ``_item_layout(items, raw)`` where already computed."""
+    total = len(items)
+    width, want, raw_rows, requests = layout if layout is not None else _item_layout(items, raw)
     lp = np.full((total, width), -np.inf)
     n_opt = np.zeros(total, np.intp)
     status = np.full(total, "no_outcome", dtype=object)
-    scores = [oc.score.logprobs if oc is not None else None for oc in map(outcomes.get, (it.request for it in items))]
+    scores = [oc.score.logprobs if oc is not None else None for oc in map(outcomes.get, requests)]
     got = np.array([sc is not None for sc in scores], dtype=bool).reshape(total)
     lens = np.array([len(sc) if sc is not None else -1 for sc in scores], dtype=np.intp).reshape(total)
-    want = np.array([len(it.choice_values) for it in items], dtype=np.intp).reshape(total)
     good = got & (lens == want) & (lens > 0)
     status[got & ~good] = "invalid_outcome"
     for w in np.unique(lens[good]).tolist():
@@ -1002,8 +1078,8 @@ def _read_out(items: Sequence[PlanItem], outcomes: Mapping[str, RequestOutcome],
     with np.errstate(all="ignore"):
         ex = np.exp(lp - m[:, None])
         probs = ex / np.where(ok, ex.sum(axis=1), 1.0)[:, None]
-    if raw:
-        rows = np.array([(it.task, it.condition) in raw for it in items], dtype=bool).reshape(total) & ok
+    if raw_rows is not None:
+        rows = raw_rows & ok
         with np.errstate(all="ignore"):
             probs[rows] = np.exp(lp[rows])
     probs[~ok] = 0.0
@@ -1154,7 +1230,9 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
     if boot.resamples < 1:
         raise MeasureError("bootstrap needs at least 1 resample")
     items = plan.items
-    status, ok, lp, probs, pos, n_opt = _read_out(items, outcomes, _unnormalised(plan))
+    raw = _unnormalised(plan)
+    layout = memoised(plan, ("measure.layout", frozenset(raw)), lambda: _item_layout(items, raw))
+    status, ok, lp, probs, pos, n_opt = _read_out(items, outcomes, raw, layout)
     readouts = Readouts(items, status, pos, probs, n_opt)
     warnings: list[str] = []
     def unit_label(task: str) -> str:
@@ -1163,14 +1241,12 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
         return ",".join(u for u in unit if u != "row_id") or "row"
 
     # items per task, in plan order
-    task_items: dict[str, list[int]] = {}
-    for k, it in enumerate(items):
-        task_items.setdefault(it.task, []).append(k)
+    task_items: dict[str, np.ndarray] = memoised(plan, "measure.task_items", lambda: _task_item_indices(items))
     task_names = list(dict.fromkeys([*task_items, *(m.task for m in plan.metrics)]))
     dropped: dict[str, dict[str, int]] = {}
     tasks: dict[str, _TaskData] = {}
     for name in task_names:
-        idx = np.array(task_items.get(name, []), dtype=np.intp)
+        idx = task_items.get(name, np.zeros(0, dtype=np.intp))
         st = status[idx] if idx.size else np.array([], dtype=object)
         dropped[name] = {"no_outcome": int((st == "no_outcome").sum()),
                          "invalid_outcome": int((st == "invalid_outcome").sum()), "undefined_values": 0}
@@ -1185,9 +1261,13 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
         if dropped[name]["invalid_outcome"]:
             warnings.append(f"task '{name}': {dropped[name]['invalid_outcome']} item(s) have unusable scores "
                             "(wrong number of options, NaN, or no finite log-prob) and are left out")
-        tasks[name] = _TaskData(name, idx[ok[idx]] if idx.size else idx, items, boot.unit, lp, probs, pos, n_opt)
+        plan_idx = idx[ok[idx]] if idx.size else idx
+        key = ("measure.task", name, boot.unit, plan_idx.tobytes())
+        base = memoised(plan, key, lambda: _TaskItems(name, plan_idx, items, boot.unit, lp.shape[1]))
+        tasks[name] = _TaskData(name, plan_idx, base, lp, probs, pos, n_opt)
         # the choice names come from the plan, so a task whose items were all left out (--limit) is still known
-        tasks[name].choice_names |= {items[k].choice for k in idx.tolist()} | _plan_choices(plan, name)
+        tasks[name].choice_names |= memoised(plan, ("measure.choices", name), lambda: frozenset(
+            {items[k].choice for k in idx.tolist()} | _plan_choices(plan, name)))
         warnings.extend(tasks[name].warnings)
 
     metrics_by_task: dict[str, dict[str, MetricPlan]] = {}
@@ -1267,7 +1347,8 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
             t.store.run(np.random.default_rng(boot.seed), boot.resamples)
 
     # ---- phase 3: evaluate
-    distribution = _answer_distribution(plan, items, ok, pos)
+    classes = memoised(plan, "measure.answer_classes", lambda: _answer_classes(plan, items))
+    distribution = _answer_distribution(plan, items, ok, pos, classes)
     degenerate: dict[tuple[str, str], list[str]] = {}
     for entry in distribution:
         degenerate.setdefault((entry["task"], entry["condition"]), []).extend(fl.degenerate_messages(entry))
@@ -1282,10 +1363,57 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
     return Measurement(estimates, comparisons, dropped, readouts, warnings, distribution)
 
 
-def _answer_distribution(plan: Plan, items: Sequence[PlanItem], ok: np.ndarray, pos: np.ndarray
-                         ) -> list[dict[str, Any]]:
+def _rotating(plan: Plan) -> set[tuple[str, str]]:
+    """(task, condition) pairs that present their options in rotated orders."""
+    rotating = set()
+    for task, info in plan.tasks.items():
+        for c in info.get("conditions", ()) if isinstance(info, Mapping) else ():
+            if isinstance(c, Mapping) and c.get("rotate"):
+                rotating.add((task, c.get("name")))
+    return rotating
+
+
+def _answer_classes(plan: Plan, items: Sequence[PlanItem]) -> np.ndarray | None:
+    """Each item's class for counting answers (same task, condition, model, option values and their types, and
+    presented options): items of one class with the same chosen position count as the same answer, so a model's
+    answers are counted with one ``np.unique``.  None where a value is unhashable."""
+    rotating = _rotating(plan)
+    requests = plan.request_by_key() if rotating else {}
+    classes: dict[tuple, int] = {}
+    try:
+        codes = [classes.setdefault(
+            (it.task, it.condition, getattr(it, "model", None), it.choice_values, tuple(map(type, it.choice_values)),
+             tuple(requests[it.request].choices)
+             if rotating and (it.task, it.condition) in rotating and it.request in requests else None),
+            len(classes)) for it in items]
+    except TypeError:
+        return None
+    return np.array(codes, dtype=np.int64).reshape(len(items))
+
+
+def _answer_distribution(plan: Plan, items: Sequence[PlanItem], ok: np.ndarray, pos: np.ndarray,
+                         classes: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Which answer each read-out item got, counted per task × condition; with the chosen option's text
-    (the letter) where the condition presents its options in rotated orders."""
+    (the letter) where the condition presents its options in rotated orders.  ``classes``: the items'
+    ``_answer_classes`` (then each distinct (class, position) is counted at once and keyed by its first item)."""
+    if classes is not None:
+        rotating = _rotating(plan)
+        requests = plan.request_by_key() if rotating else {}
+        sel = np.flatnonzero(ok)
+        width = int(pos.max(initial=0)) + 1
+        _u, first, counts = np.unique(classes[sel] * width + pos[sel], return_index=True, return_counts=True)
+        counted: dict[tuple, int] = {}
+        for j in np.argsort(first, kind="stable").tolist():
+            k = int(sel[first[j]])
+            it, p = items[k], int(pos[k])
+            letter = None
+            if rotating and (it.task, it.condition) in rotating and it.request in requests:
+                letter = requests[it.request].choices[p].strip()
+            key = (it.task, it.condition, getattr(it, "model", None), it.choice_values, p,
+                   type(it.choice_values[p]), letter)
+            counted[key] = counted.get(key, 0) + int(counts[j])
+        return fl.answer_distribution((task, cond, model, values[p], letter, m)
+                                      for (task, cond, model, values, p, _t, letter), m in counted.items())
     rotating = set()
     for task, info in plan.tasks.items():
         for c in info.get("conditions", ()) if isinstance(info, Mapping) else ():
@@ -1327,17 +1455,11 @@ def _replicates(jobs: list[_EstimateJob], compilers: Mapping[str, "_Compiler"]) 
     models ``sums`` (the formula's per-unit sum columns, dense over the task's units, in the order the formula
     registers them) with ``program`` (the formula over column totals)."""
     out: dict[tuple, dict[str, Any]] = {}
-    sigs: dict[int, str] = {}
     for job in jobs:
         c = job.comp
         if c is None:
             continue
         t = c.ctx.t
-        if id(t) not in sigs:
-            h = hashlib.blake2b(t.unit_idx.astype(np.int64).tobytes() + t.pair_key.astype(np.int64).tobytes(),
-                                digest_size=16)
-            h.update("\x1f".join(map(str, t.condition.tolist())).encode("utf-8"))
-            sigs[id(t)] = h.hexdigest()
         point, dist, _ = _evaluate(c)
         parts = _proportion_parts(c)
         prop = None
@@ -1349,7 +1471,7 @@ def _replicates(jobs: list[_EstimateJob], compilers: Mapping[str, "_Compiler"]) 
         rc = _RecordingContext(t, c.ctx.mask, job.metric.name)
         program = compilers[job.task].compile(c.top, rc).program
         sums = np.column_stack(rc.cols) if rc.cols else np.zeros((t.n_units, 0))
-        out[key] = {"point": point, "boot": np.array(dist, dtype=np.float64), "units": sigs[id(t)],
+        out[key] = {"point": point, "boot": np.array(dist, dtype=np.float64), "units": t.base.signature(),
                     "n_units": c.ctx.n_units, "n": c.ctx.n, "prop": prop, "sums": sums, "program": program}
     return out
 

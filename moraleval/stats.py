@@ -445,7 +445,8 @@ def arm_orders(n_groups: int) -> np.ndarray:
 
 def permutation_test(statistic: Callable[[np.ndarray], np.ndarray], n_units: int, n_groups: int, *,
                      rng: np.random.Generator, n_perms: int = 2000,
-                     exact_max_units: int = SIGNFLIP_EXACT_MAX_UNITS) -> SignFlipResult:
+                     exact_max_units: int = SIGNFLIP_EXACT_MAX_UNITS,
+                     drawn: dict | None = None) -> SignFlipResult:
     """Randomisation test of "the ``n_groups`` arms (e.g. models) are exchangeable within every unit": the
     sign-flip test generalised to more than two arms (used for a trend over several models).
 
@@ -456,6 +457,9 @@ def permutation_test(statistic: Callable[[np.ndarray], np.ndarray], n_units: int
     random patterns (each unit's order drawn uniformly); undefined values count as extreme.  Valid with few units
     (then coarse: the observed order and its reverse are always as extreme, so p ≥ 2/(k!)^m), like the sign-flip
     test it reduces to for two arms.
+
+    ``drawn``: a dict shared by calls whose ``rng`` starts from the same seed; the random patterns drawn by the
+    first call are kept there and reused by the others (they would draw the same ones).
     """
     m, k = int(n_units), int(n_groups)
     if m <= 0:
@@ -478,7 +482,12 @@ def permutation_test(statistic: Callable[[np.ndarray], np.ndarray], n_units: int
             c = np.arange(start, stop, dtype=np.int64)
             codes = ((c[:, None] // (n_orders ** np.arange(m, dtype=np.int64))[None, :]) % n_orders).astype(np.intp)
         else:
-            codes = rng.integers(0, n_orders, size=(stop - start, m)).astype(np.intp)
+            key = (m, n_orders, total, start)
+            codes = drawn.get(key) if drawn is not None else None
+            if codes is None:
+                codes = rng.integers(0, n_orders, size=(stop - start, m)).astype(np.intp)
+                if drawn is not None:
+                    drawn[key] = codes
         t = np.broadcast_to(np.asarray(statistic(codes), dtype=np.float64), (stop - start,))
         bad = ~np.isfinite(t)
         undefined += int(bad.sum())

@@ -18,6 +18,7 @@ from moraleval import stats
 from moraleval.backend import ScoreResult
 from moraleval.measure import MeasureError, measure
 from moraleval.plan import BootstrapPlan, ComparisonPlan, MetricPlan, Plan, PlanItem
+from moraleval.planmemo import plan_memo
 from moraleval.results import RequestOutcome
 
 # --------------------------------------------------------------------------- helpers
@@ -494,6 +495,29 @@ def test_report_by_groups_and_groupwise_comparisons():
 
 
 # --------------------------------------------------------------------------- determinism / JSON
+
+def test_models_measured_on_one_plan_share_its_item_data_without_changing_a_number():
+    # the plan-only data is memoised per plan (moraleval.planmemo) and reused for the next model; models whose
+    # read-out items differ (a missing outcome) get their own; each result equals a measure on a fresh plan copy
+    items, first, _, _ = _two_conditions(n=90, seed=1)
+    _i, second, _, _ = _two_conditions(n=90, seed=2)
+    third = {k: v for k, v in second.items() if k not in ("t/Q/3/0", "t/IF/7/0")}
+    comps = [ComparisonPlan("IF", "Q", "acc", "bootstrap", "holm", 0)]
+    plan = make_plan(items, [("acc", "t", "mean(answer == label)"), ("n", "t", "count(answer == 1)")],
+                     comparisons=comps, unit=("ctx",), report_by=("ctx",), resamples=200)
+
+    def as_text(m) -> str:
+        return json.dumps(m.to_json(), sort_keys=True, default=str)
+
+    shared = [as_text(measure(plan, oc)) for oc in (first, third, second, first)]
+    task_data = [k for k in plan_memo(plan) if isinstance(k, tuple) and k[0] == "measure.task"]
+    assert len(task_data) == 2  # one for the complete read-outs (three models), one for the model missing two
+    fresh = [as_text(measure(attrs.evolve(plan, items=tuple(list(plan.items))), oc))
+             for oc in (first, third, second, first)]
+    assert shared == fresh
+    assert len(set(shared[:3])) == 3 and shared[0] == shared[3]  # the models differ; the same one gives the same
+    assert "item(s) have no outcome" in shared[1]
+
 
 def test_measure_is_deterministic_and_json_friendly():
     items, outcomes, _, _ = _two_conditions(n=60)

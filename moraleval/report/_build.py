@@ -25,6 +25,7 @@ differences of numpy reductions; ``-0.0`` is written ``0.0``; non-finite floats 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -45,6 +46,7 @@ from moraleval.cache import model_key
 from moraleval.errors import MoralevalError, ReportError
 from moraleval.datasets import sha256_file
 from moraleval.plan import Plan, PlanItem, PlanRequest
+from moraleval.planmemo import memoised
 from moraleval.results import RequestOutcome
 
 __all__ = ["REPORT_FORMAT", "MANIFEST_FORMAT", "SIGNIFICANT_DIGITS", "build_report", "build_samples",
@@ -205,8 +207,9 @@ def _unit_label(plan: Plan, task: str) -> str:
 def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOutcome],
                  identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The content of report.json (plain data; serialise with :func:`dumps_json`)."""
-    conds = _condition_order(plan)
-    tasks = list(plan.tasks) + sorted({i.task for i in plan.items} - set(plan.tasks))
+    conds = {t: list(c) for t, c in memoised(plan, "report.conditions", lambda: _condition_order(plan)).items()}
+    tasks = list(plan.tasks) + sorted(memoised(plan, "report.tasks", lambda: {i.task for i in plan.items})
+                                      - set(plan.tasks))
     metric_names = [m.name for m in plan.metrics]
     estimates = [jsonable(e) for e in getattr(measurement, "estimates", ())]
     comparisons = [jsonable(c) for c in getattr(measurement, "comparisons", ())]
@@ -222,17 +225,21 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
                 _rank(conds.get(t, []), c.get("treatment", "")), _rank(conds.get(t, []), c.get("baseline", "")),
                 canonical_json(c.get("group") or {}))
 
-    answered_items = sum(1 for i in plan.items if i.request in outcomes)
+    answered: dict[str, int] = {}  # items answered per task
+    for i in plan.items:
+        if i.request in outcomes:
+            answered[i.task] = answered.get(i.task, 0) + 1
+    answered_items = sum(answered.values())
+    n_items = memoised(plan, "report.items_per_task", lambda: collections.Counter(i.task for i in plan.items))
     task_info: dict[str, Any] = {}
     for t in tasks:
         info = plan.tasks.get(t, {})
-        t_items = [i for i in plan.items if i.task == t]
         task_info[t] = {
             "dataset": info.get("dataset") if isinstance(info, Mapping) else None,
             "format": info.get("format") if isinstance(info, Mapping) else None,
             "conditions": conds.get(t, []),
-            "items": len(t_items),
-            "items_answered": sum(1 for i in t_items if i.request in outcomes),
+            "items": n_items.get(t, 0),
+            "items_answered": answered.get(t, 0),
             "unit": _unit_label(plan, t),
         }
     return {

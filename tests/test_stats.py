@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
@@ -67,13 +67,17 @@ def test_cluster_bootstrap_of_equal_clusters_is_bootstrap_of_cluster_means():
 
 @settings(max_examples=8, deadline=None)
 @given(p=st.floats(0.1, 0.9), n=st.integers(2000, 6000), seed=st.integers(0, 10_000))
+@example(p=0.125, n=2000, seed=522)
 def test_bootstrap_ci_of_a_proportion_agrees_with_wilson(p, n, seed):
     rng = np.random.default_rng(seed)
     x = (rng.random(n) < p).astype(float)
     ci = stats.bootstrap_ci(x, rng=np.random.default_rng(seed + 1), n_resamples=2000)
     lo, hi = stats.wilson_interval(int(x.sum()), n)
     se = math.sqrt(x.mean() * (1 - x.mean()) / n)
-    assert abs(ci.low - lo) < 0.2 * se and abs(ci.high - hi) < 0.2 * se
+    # the percentile endpoints' Monte-Carlo error at B=2000 is about 0.06 se (sqrt(q(1-q)/B) / phi(1.96)), and
+    # Wilson and the percentile interval differ by skewness near p=0.1: 0.3 se is 5 Monte-Carlo sds (0.2 failed
+    # once, p=0.125 n=2000 seed=522: 0.224 se, on unchanged code)
+    assert abs(ci.low - lo) < 0.3 * se and abs(ci.high - hi) < 0.3 * se
 
 
 def test_bootstrap_ci_of_a_mean_agrees_with_normal_theory():

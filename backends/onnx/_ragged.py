@@ -193,6 +193,13 @@ class PrefixCache:
 
 
 MIN_REUSE = 16  # shortest shared prefix worth a separate extension pass
+# A prefill pads its batch to a multiple of this many positions.  onnxruntime's CPU kernels reduce over the padded
+# key length with vector loops and a scalar tail, so a prompt whose last keys fell in the tail alone but in a vector
+# lane next to a longer prompt rounded differently (measured: the quick start's two 129-token Q+IF prompts moved
+# by 1.5e-5 next to any prompt of 131+ tokens).  With the length a multiple of 64 every real key sits in the same
+# lane whatever else is in the batch, and the extra positions add exact zeros: 0 of 94 pairs and 0 of 48 rows of
+# batch 8 differed from one-at-a-time (16 gave the same here; 64 leaves room for wider vector units).
+PREFILL_ALIGN = 64
 
 
 class RaggedDecoder:
@@ -231,7 +238,8 @@ class RaggedDecoder:
             -> tuple[np.ndarray, list[np.ndarray]]:
         """Right-padded first pass: next-token log-probs at each sequence's last token, and the KV cache
         ([n, kv_heads, S, head_dim] per layer; row b valid up to len(seqs[b]))."""
-        n, S = len(seqs), max(len(s) for s in seqs)
+        n, longest = len(seqs), max(len(s) for s in seqs)
+        S = -(-longest // PREFILL_ALIGN) * PREFILL_ALIGN  # see PREFILL_ALIGN: batch-invariant rounding
         ids = np.zeros((n, S), np.int64)
         for r, s in enumerate(seqs):
             ids[r, :len(s)] = s
@@ -239,8 +247,9 @@ class RaggedDecoder:
         pos = np.minimum(np.arange(S)[None, :], self.be.max_length - 1).repeat(n, axis=0)
         empty = np.zeros((n, self.nkv, 0, self.hd), self.dtype)
         feed = self._feed(ids, pos, lens - 1, (lens - 1)[:, None], np.zeros((n, 1)))
+        feed[TOTAL] = np.array([S], np.int32)  # the padded length: past (none) + new
         _, next_lp, present = self._run(feed, [empty] * len(self.past_names), want_present)
-        return next_lp, present
+        return next_lp, [np.ascontiguousarray(p[:, :, :longest]) for p in present]
 
     def _extend(self, ids: list[int], common: int, kv: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Run ``ids[common:]`` on top of the first ``common`` cached positions (a batch of one: onnxruntime's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,3 +333,28 @@ def test_default_model_gguf_blocks_agree_with_fp16(default_backend, default_mode
     a, b = be.score(reqs)[0], default_backend.score(reqs)[0]
     assert a.top[0][0] == " Paris"
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-2)
+
+
+@pytest.mark.slow
+def test_scoring_is_batch_invariant_across_the_vector_tail(default_backend):
+    """The quick start's two 129-token Q+IF prompts (128 + 1) rounded differently next to a prompt of 131+ tokens
+    (1.5e-5 in a log-prob, the 6th stored decimal) until prefills were padded to PREFILL_ALIGN: each prompt scored
+    alone must give the same bits as next to the longest prompt and inside a batch of eight."""
+    from moraleval.checker import check
+    from moraleval.planner import compile_plan
+
+    plan = compile_plan(check(Path(__file__).resolve().parents[2] / "specs" / "quickstart.me", mode="plan"))
+    by_key = plan.request_by_key()
+    reqs = [by_key[i.request].score_request({}) for i in plan.items
+            if i.task == "bbq_answer" and i.condition == "Q_IF"]
+    lens = [len(default_backend._prompt_ids(k, r.prompt)) for k, r in enumerate(reqs)]
+    tail = [j for j, n in enumerate(lens) if n % 64 == 1]
+    assert tail, f"no prompt of 64k+1 tokens left in the quick start (lengths {sorted(set(lens))})"
+    longest = max(range(len(reqs)), key=lambda j: lens[j])
+    shortest = min(range(len(reqs)), key=lambda j: lens[j])
+    picked = list(dict.fromkeys([*tail, longest, shortest, *range(len(reqs))]))[:8]
+    alone = {j: default_backend.score([reqs[j]])[0].logprobs for j in picked}
+    for j in tail:
+        assert default_backend.score([reqs[j], reqs[longest]])[0].logprobs == alone[j], (j, lens[j])
+    together = default_backend.score([reqs[j] for j in picked])
+    assert [r.logprobs for r in together] == [alone[j] for j in picked]

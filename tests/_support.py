@@ -51,3 +51,17 @@ def _tiny_items_bytes() -> bytes:
 TINY_ITEMS_SHA256 = hashlib.sha256(_tiny_items_bytes()).hexdigest()
 
 BBQ_SIX = ["Age", "Disability_status", "Nationality", "Physical_appearance", "Religion", "Sexual_orientation"]
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """``moraleval ARGS`` in-process: (exit code, stdout, stderr); a user error must never print a traceback."""
+    import contextlib
+    import io
+
+    from moraleval.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    assert "Traceback" not in err.getvalue()
+    return code, out.getvalue(), err.getvalue()

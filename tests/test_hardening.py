@@ -3,8 +3,6 @@ the documented exit code, never a Python traceback; templates stay within their 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 from pathlib import Path
@@ -13,15 +11,8 @@ import pytest
 
 from moraleval.cli import main
 
-from _support import SPECS, TINY_ITEMS_SHA256
+from _support import SPECS, TINY_ITEMS_SHA256, run_cli
 
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    assert "Traceback" not in err.getvalue()
-    return code, out.getvalue(), err.getvalue()
 
 
 def write(path: Path, data: str | bytes) -> Path:

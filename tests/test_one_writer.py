@@ -7,7 +7,6 @@ on the next start without touching a live import's folder."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -23,12 +22,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _models_support import backends, write_spec  # noqa: E402
 
 import moraleval  # noqa: E402
-from moraleval.cli import main  # noqa: E402
 from moraleval.errors import OutputDirBusy  # noqa: E402
 from moraleval.locks import LOCK_NAME, WORK_LOCK, DirLock, lock_dir, sweep_work_dirs, work_dir  # noqa: E402
 from moraleval.report import foreign_files, verify_report  # noqa: E402
 
-from _support import REPO  # noqa: E402
+from _support import REPO, run_cli  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_env_data")  # the spec reads the shipped sample ("builtin:sample")
 
@@ -57,13 +55,6 @@ def holder(what: str, body: str):
             p.stdin.close()
             p.wait(timeout=30)
 
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    assert "Traceback" not in err.getvalue()
-    return code, out.getvalue(), err.getvalue()
 
 
 def _files(folder: Path) -> list[str]:

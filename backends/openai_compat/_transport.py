@@ -111,7 +111,13 @@ class TokenBucket:
 
 @attrs.define
 class CallState:
-    """One ``score``/``generate`` call: its error budget and progress."""
+    """One ``score``/``generate`` call: its error budget and progress.
+
+    ``failures`` counts failed attempts not yet made up by answers: each failure adds one, each answered attempt
+    takes one off (never below zero).  A flaky server that answers most attempts never spends the budget however
+    long the call; an outage (or a server failing more often than it answers) spends it after ``budget``
+    failures.  A plain per-call count would make the budget depend on the call's size, which is not the user's.
+    """
 
     budget: int
     failures: int = 0
@@ -253,6 +259,7 @@ class Transport:
                 problem = f"connection failed ({type(exc).__name__}: {quote(str(exc), self.api_key, 200)})"
             else:
                 if resp.status_code < 300:
+                    call.failures = max(0, call.failures - 1)
                     data = self._decode(resp, label, url)
                     usage = data.get("usage")
                     if isinstance(usage, dict):
@@ -271,7 +278,8 @@ class Transport:
             attempt += 1
             if call.failures > call.budget:
                 raise ServerUnavailableError(
-                    f"stopped: the error budget of this call is spent ({call.budget} failed attempts); "
+                    f"stopped: the error budget of this call is spent (failed attempts outran answers by more "
+                    f"than {call.budget}); "
                     f"last failure: {label}: {method} {url}: {problem}",
                     hint="check the server; raise error_budget or max_retries, or lower concurrency or "
                          "requests_per_minute if the server is overloaded")

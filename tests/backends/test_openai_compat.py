@@ -250,6 +250,26 @@ def test_budget_spent_stops_cleanly_and_keeps_answers(server):
     assert isinstance(err, BackendError)
 
 
+def test_a_flaky_server_never_spends_the_budget_however_large_the_call(server):
+    # every third completions attempt fails: 20+ failures in one call, far more than the budget of 3, yet each
+    # failure is made up by the answers around it, so the call completes with the right results
+    seen = {"n": 0}
+
+    def fault(n, path, body):
+        if path != "/v1/completions":
+            return None
+        seen["n"] += 1
+        return ("status", 503, {}, "flaky") if seen["n"] % 3 == 0 else None
+
+    server.fault = fault
+    reqs = [text_req(i) for i in range(40)]
+    with make(server, concurrency=1, max_retries=3, error_budget=3) as b:
+        out = b.score(reqs)
+        assert b.stats.retries > 3 * 3
+    for r, res in zip(reqs, out):
+        assert res.logprobs == pytest.approx([continuation_logprob(r.prompt.text, c) for c in r.continuations])
+
+
 def test_max_retries_per_request(server):
     server.fault = lambda n, path, body: ("status", 502) if path == "/v1/completions" else None
     with make(server, max_retries=2, error_budget=100) as b:

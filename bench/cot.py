@@ -12,7 +12,7 @@ Configurations: ``padded-b1`` (the graph before this change: left-padded batches
 Every measurement runs in its own subprocess (own peak RSS), interleaved round by round so that load on a shared
 machine hits all of them alike; batch-1 runs use the first ``--b1-items`` items only (rates are per item/token).
 Reports decode tokens/s (generated tokens / generation seconds), CoT items/s end to end, peak RSS, the load
-average, the ratios to ``padded-b1`` (or to the first of ``--configs``), and the projected wall time of the paper's full BBQ (58,492 rows x 3
+average, the decode steps alone (prefill split out) against bench/roofline.py's bound, the ratios to ``padded-b1`` (or to the first of ``--configs``), and the projected wall time of the paper's full BBQ (58,492 rows x 3
 conditions; Q and Q+IF scored from the measured scoring rate, Q+IF+CoT at the measured 256-token CoT rate).
 """
 
@@ -76,6 +76,7 @@ def measure(config: str, workload: str, n: int) -> dict:
     t0 = time.perf_counter()
     gens = be.generate([r.generate_request(0, {}) for r in reqs])
     t_gen = time.perf_counter() - t0
+    timing = be.decode_timing()  # ragged only: prefill vs decode-step seconds of the generation
     names = [r.generate_steps[0][1].name for r in reqs]
     scores = [r.score_request({name: g.text}) for r, name, g in zip(reqs, names, gens)]
     t1 = time.perf_counter()
@@ -96,7 +97,10 @@ def measure(config: str, workload: str, n: int) -> dict:
             "config": config, "workload": workload, "items": len(reqs), "tokens": tokens,
             "gen_s": t_gen, "score_s": t_score, "tok_s": tokens / t_gen, "items_s": len(reqs) / (t_gen + t_score),
             "short_items_s": len(short) / t_short if short else None,
-            "batch": be.settings["generate_batch_size"], "texts": [g.text for g in gens],
+            "batch": be.settings["generate_batch_size"], "texts": [g.text for g in gens], "timing": timing,
+            "decode_only_tok_s": timing["decode_rows"] / timing["decode_s"] if timing and timing["decode_s"] else None,
+            "rows_per_step": timing["decode_rows"] / timing["decode_steps"] if timing and timing["decode_steps"] else None,
+            "prefill_share": timing["prefill_s"] / t_gen if timing else None,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -171,6 +175,29 @@ def main() -> int:
         same = sum(a == b for a, b in zip(ref["texts"], dflt["texts"]))
         print(f"{workload:10s} greedy texts, default vs one at a time: {same}/{len(ref['texts'])} identical")
         summary[f"{workload}/greedy_identical"] = [same, len(ref["texts"])]
+        # decode steps alone (the part batching speeds up), against what this machine allows a step
+        from bench.roofline import DEFAULT_SHAPE, matmul_step_seconds, read_bandwidth, step_bound
+        from backends.onnx._backend import physical_cores
+        bw = read_bandwidth()
+        b1 = [r for r in rows if r["workload"] == workload and r["config"] == "ragged-b1"]
+        b1_dec = sum(r["decode_only_tok_s"] for r in b1) / len(b1)
+        for config in ("ragged-b1", "ragged-default"):
+            mine = [r for r in rows if r["workload"] == workload and r["config"] == config]
+            if not mine:
+                continue
+            dec = sum(r["decode_only_tok_s"] for r in mine) / len(mine)
+            occ = sum(r["rows_per_step"] for r in mine) / len(mine)
+            share = sum(r["prefill_share"] for r in mine) / len(mine)
+            ctx = sum(r["mean_ctx"] for r in mine) / len(mine)
+            bounds = {}
+            for a in sorted({1, round(occ), mine[0]["batch"]}):
+                bounds[a] = a / step_bound(DEFAULT_SHAPE, a, ctx, matmul_step_seconds(DEFAULT_SHAPE, a, physical_cores()), bw)
+            summary[f"{workload}/{config}"].update(decode_only_tok_s=dec, decode_only_ratio=dec / b1_dec,
+                                                  rows_per_step=occ, prefill_share=share, bound_tok_s=bounds)
+            print(f"{workload:10s} {config:15s} decode steps alone {dec:6.1f} tok/s ({dec / b1_dec:4.1f}x ragged-b1) at "
+                  f"{occ:4.1f} rows/step; prefill {share * 100:4.1f} % of generation time; roofline at ctx {ctx:.0f} "
+                  + ", ".join(f"{a} rows {t:.0f} tok/s" for a, t in bounds.items())
+                  + f" (read bandwidth {bw / 1e9:.1f} GB/s)")
     if "bbq256" in args.workloads:
         short = [r["short_items_s"] for r in rows if r["workload"] == "bbq256" and r["short_items_s"]]
         q_rate = sum(short) / len(short)

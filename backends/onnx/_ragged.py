@@ -22,9 +22,11 @@ ones are prefilled into their slots, so no step is spent on padding or on finish
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from typing import Any, Callable, Sequence
 
+import attrs
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -202,6 +204,23 @@ MIN_REUSE = 16  # shortest shared prefix worth a separate extension pass
 PREFILL_ALIGN = 64
 
 
+@attrs.define
+class DecodeTiming:
+    """Where generation time goes, summed over a decoder's life: prompt prefills (compute-bound, the same cost
+    one at a time or batched) and decode steps (the part batching speeds up).  ``decode_rows`` / ``decode_steps``
+    is the mean number of sequences per step, i.e. how full the batch was kept."""
+
+    prefill_s: float = 0.0
+    prefill_rows: int = 0
+    prefill_positions: int = 0  # padded positions run, PREFILL_ALIGN included
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    decode_rows: int = 0  # tokens decoded by steps (a sequence's first token comes from its prefill)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return attrs.asdict(self)
+
+
 class RaggedDecoder:
     """Scoring and generation on a graph rewritten by :func:`make_ragged`.
 
@@ -214,6 +233,7 @@ class RaggedDecoder:
         self.present_names: list[str] = backend._present_names
         self.nkv, self.hd, self.dtype = backend._kv_heads, backend._head_dim, backend._past_dtype
         self.prefixes = PrefixCache(int(backend.settings["kv_reuse_mb"]) << 20)
+        self.timing = DecodeTiming()
 
     # ------------------------------------------------------------------------------------------ passes
 
@@ -248,7 +268,11 @@ class RaggedDecoder:
         empty = np.zeros((n, self.nkv, 0, self.hd), self.dtype)
         feed = self._feed(ids, pos, lens - 1, (lens - 1)[:, None], np.zeros((n, 1)))
         feed[TOTAL] = np.array([S], np.int32)  # the padded length: past (none) + new
+        t0 = time.perf_counter()
         _, next_lp, present = self._run(feed, [empty] * len(self.past_names), want_present)
+        self.timing.prefill_s += time.perf_counter() - t0
+        self.timing.prefill_rows += n
+        self.timing.prefill_positions += n * S
         return next_lp, [np.ascontiguousarray(p[:, :, :longest]) for p in present]
 
     def _extend(self, ids: list[int], common: int, kv: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -439,10 +463,14 @@ class RaggedDecoder:
                 io.bind_ortvalue_input(name, v)
                 io.bind_ortvalue_output(pname, v)
             io.bind_output(NEXT_LOGPROBS)
+            t0 = time.perf_counter()
             try:
                 run_interruptibly(lambda options: self.session.run_with_iobinding(io, run_options=options))
             except Exception as exc:
                 raise BackendError(f"onnxruntime failed on a decode step of {A} sequences: {exc}") from None
+            self.timing.decode_s += time.perf_counter() - t0
+            self.timing.decode_steps += 1
+            self.timing.decode_rows += A
             next_lp = io.get_outputs()[-1].numpy()
             del views
             alive = []

@@ -50,6 +50,21 @@ def test_generation_is_the_same_bits_in_any_batch(tiny_dir, batch):
     assert len({r.n_tokens for r in want}) > 1  # sequences finish at different steps (slots are refilled)
 
 
+def test_decode_timing_accounts_for_every_prefill_and_step(tiny_dir):
+    reqs = _requests()
+    be = OnnxBackend(model=str(tiny_dir), generate_batch_size=4)
+    assert be.decode_timing()["decode_steps"] == 0
+    got = be.generate(reqs)
+    t = be.decode_timing()
+    assert t["prefill_rows"] == len(reqs)  # each prompt prefilled once, into a free slot
+    assert t["prefill_positions"] % 64 == 0 and t["prefill_positions"] >= sum(
+        len(be.text.encode_prompt(r.prompt)) for r in reqs)
+    # a sequence's first token comes from its prefill; each later one (or the end-of-sequence pick) from a step
+    assert t["decode_rows"] == sum(r.n_tokens - 1 if r.finish_reason == "length" else r.n_tokens for r in got)
+    assert t["decode_rows"] <= 4 * t["decode_steps"] and t["decode_steps"] >= max(r.n_tokens for r in got) - 1
+    assert t["prefill_s"] > 0 and t["decode_s"] > 0
+
+
 def test_ragged_greedy_matches_numpy_reference(tiny_dir, tiny_weights):
     be = OnnxBackend(model=str(tiny_dir), generate_batch_size=4)
     res = be.generate([GenerateRequest(Prompt(p), max_tokens=6) for p in PROMPTS])

@@ -58,10 +58,9 @@ def _requests(workload: str, n: int):
 def decode_flops_per_token(cfg: dict, ctx: float) -> float:
     """Matmul FLOPs to decode one token with ``ctx`` tokens in the KV cache: the linear layers, the vocabulary
     head (it runs for every generated token) and attention over the cache (QK^T and PV, 2 FLOPs a MAC)."""
-    H, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    kv = cfg["num_key_value_heads"] * (H // cfg["num_attention_heads"])
-    linear = H * H * 2 + H * kv * 2 + 3 * H * F
-    return L * 2 * linear + 2 * H * cfg["vocab_size"] + L * 4 * H * ctx
+    from bench.roofline import matmul_flops_per_token
+
+    return matmul_flops_per_token(cfg) + cfg["num_hidden_layers"] * 4 * cfg["hidden_size"] * ctx
 
 
 def measure(config: str, workload: str, n: int) -> dict:
@@ -93,7 +92,10 @@ def measure(config: str, workload: str, n: int) -> dict:
     # decode FLOPs per generated token at the mean context length seen while decoding
     ctx = sum(len(be.text.encode_prompt(r.generate_request(0, {}).prompt)) + g.n_tokens / 2
               for r, g in zip(reqs, gens)) / len(reqs)
+    from bench.roofline import SHAPE_KEYS
+
     return {"flops_per_token": decode_flops_per_token(be.text.config, ctx), "mean_ctx": ctx,
+            "shape": {k: be.text.config[k] for k in SHAPE_KEYS},
             "config": config, "workload": workload, "items": len(reqs), "tokens": tokens,
             "gen_s": t_gen, "score_s": t_score, "tok_s": tokens / t_gen, "items_s": len(reqs) / (t_gen + t_score),
             "short_items_s": len(short) / t_short if short else None,
@@ -176,9 +178,10 @@ def main() -> int:
         print(f"{workload:10s} greedy texts, default vs one at a time: {same}/{len(ref['texts'])} identical")
         summary[f"{workload}/greedy_identical"] = [same, len(ref["texts"])]
         # decode steps alone (the part batching speeds up), against what this machine allows a step
-        from bench.roofline import DEFAULT_SHAPE, matmul_step_seconds, read_bandwidth, step_bound
+        from bench.roofline import matmul_step_seconds, read_bandwidth, step_bound
         from backends.onnx._backend import physical_cores
         bw = read_bandwidth()
+        matmul_s: dict[int, float] = {}  # rows -> one step's matmul seconds, measured once per workload
         b1 = [r for r in rows if r["workload"] == workload and r["config"] == "ragged-b1"]
         b1_dec = sum(r["decode_only_tok_s"] for r in b1) / len(b1)
         for config in ("ragged-b1", "ragged-default"):
@@ -189,9 +192,12 @@ def main() -> int:
             occ = sum(r["rows_per_step"] for r in mine) / len(mine)
             share = sum(r["prefill_share"] for r in mine) / len(mine)
             ctx = sum(r["mean_ctx"] for r in mine) / len(mine)
+            shape = mine[0]["shape"]
             bounds = {}
             for a in sorted({1, round(occ), mine[0]["batch"]}):
-                bounds[a] = a / step_bound(DEFAULT_SHAPE, a, ctx, matmul_step_seconds(DEFAULT_SHAPE, a, physical_cores()), bw)
+                if a not in matmul_s:
+                    matmul_s[a] = matmul_step_seconds(shape, a, physical_cores())
+                bounds[a] = a / step_bound(shape, a, ctx, matmul_s[a], bw)
             summary[f"{workload}/{config}"].update(decode_only_tok_s=dec, decode_only_ratio=dec / b1_dec,
                                                   rows_per_step=occ, prefill_share=share, bound_tok_s=bounds)
             print(f"{workload:10s} {config:15s} decode steps alone {dec:6.1f} tok/s ({dec / b1_dec:4.1f}x ragged-b1) at "

@@ -31,17 +31,27 @@ DEFAULT_SHAPE = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_laye
                  "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152}
 
 
+SHAPE_KEYS = tuple(DEFAULT_SHAPE)
+
+
+def _kv_width(cfg: dict) -> int:
+    return cfg["num_key_value_heads"] * (cfg["hidden_size"] // cfg["num_attention_heads"])
+
+
 def _linear_shapes(cfg: dict) -> list[tuple[int, int]]:
     """(in, out) of one layer's matmuls: q, k, v, o, gate, up, down."""
-    H, F = cfg["hidden_size"], cfg["intermediate_size"]
-    kv = cfg["num_key_value_heads"] * (H // cfg["num_attention_heads"])
+    H, F, kv = cfg["hidden_size"], cfg["intermediate_size"], _kv_width(cfg)
     return [(H, H), (H, kv), (H, kv), (H, H), (H, F), (H, F), (F, H)]
 
 
+def matmul_flops_per_token(cfg: dict) -> int:
+    """The linear layers' and the vocabulary head's FLOPs for one token (2 a multiply-add)."""
+    return 2 * (cfg["num_hidden_layers"] * sum(i * o for i, o in _linear_shapes(cfg))
+                + cfg["hidden_size"] * cfg["vocab_size"])
+
+
 def kv_bytes_per_position(cfg: dict, itemsize: int = 4) -> int:
-    H = cfg["hidden_size"]
-    kv = cfg["num_key_value_heads"] * (H // cfg["num_attention_heads"])
-    return 2 * kv * cfg["num_hidden_layers"] * itemsize
+    return 2 * _kv_width(cfg) * cfg["num_hidden_layers"] * itemsize
 
 
 def matmul_step_seconds(cfg: dict, rows: int, threads: int, repeats: int = 7) -> float:
@@ -104,8 +114,7 @@ def main() -> int:
     print(f"read bandwidth {bw / 1e9:.1f} GB/s; KV {kv_bytes_per_position(cfg) / 1024:.0f} KiB per position")
     for a in (int(x) for x in args.rows.split(",")):
         mm = matmul_step_seconds(cfg, a, physical_cores())
-        flops = 2 * a * (cfg["num_hidden_layers"] * sum(i * o for i, o in _linear_shapes(cfg))
-                         + cfg["hidden_size"] * cfg["vocab_size"])
+        flops = a * matmul_flops_per_token(cfg)
         t = step_bound(cfg, a, args.ctx, mm, bw)
         print(f"rows {a:4d}: matmuls {mm * 1e3:7.1f} ms ({flops / mm / 1e9:6.1f} GFLOP/s)  bound at ctx "
               f"{args.ctx:.0f}: {t * 1e3:7.1f} ms/step = {a / t:7.1f} tok/s")

@@ -12,7 +12,9 @@ Layout: one file ``responses.sqlite3`` in the cache directory, which is ``--cach
   SIGKILL at any moment leaves every committed answer readable and no half-written one (SQLite's atomic commit);
   ``synchronous=NORMAL`` means a power cut (not a process kill) may lose the last few commits, never corrupt.
 - concurrency: SQLite serialises writers (a second writer waits up to ``busy_timeout``), readers never block
-  in WAL mode, so ``moraleval plan --dry-run`` can read while a run writes.
+  in WAL mode, so ``moraleval plan --dry-run`` can read while a run writes.  Opening is retried while the file
+  is locked (the WAL conversion of a new file gets no busy handler from SQLite), so several runs may start on
+  one new cache at the same moment.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import json
 import logging
 import math
 import os
+import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Union
 
@@ -100,6 +104,45 @@ def decode_result(kind: str, value: str) -> Result:
     return cls.from_json(json.loads(value))
 
 
+class _Locked(sqlite3.OperationalError):
+    """The file is held by another connection for a moment (its WAL conversion, its schema)."""
+
+
+def _is_lock(exc: BaseException) -> bool:
+    return isinstance(exc, _Locked) or (isinstance(exc, sqlite3.OperationalError)
+                                        and any(w in str(exc).lower() for w in ("locked", "busy")))
+
+
+def _retry_while_locked(step: Any) -> None:
+    """Run ``step`` again, with growing jittered pauses, while SQLite says the file is locked.
+
+    Why: ``PRAGMA journal_mode=WAL`` needs the file to itself and SQLite does not call the busy handler for it,
+    so two runs that open one new cache at the same moment made the second fail at once with "database is
+    locked" despite ``busy_timeout``.  The budget is the busy timeout's."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_lock(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.25)
+
+
+def _unopenable(path: str, exc: BaseException) -> RunError:
+    if _is_lock(exc):
+        return RunError(f"the response cache {path} stayed locked by another process for "
+                        f"{_BUSY_TIMEOUT_MS / 1000:g} s: {exc}",
+                        hint="another moraleval (or a tool holding the file open) is using this cache; wait for "
+                             "it, or pass another --cache DIR. The file is not damaged: do not delete it")
+    return RunError(f"the response cache {path} cannot be opened: {exc}",
+                    hint="the file is damaged or not a moraleval cache; delete it (it is only a cache and will be "
+                         "rebuilt) or pass another --cache DIR")
+
+
 class ResponseCache:
     """The response store.  Use as a context manager or call ``close()``.
 
@@ -128,25 +171,36 @@ class ResponseCache:
         try:
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            if self.path != ":memory:":
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.DatabaseError(f"cannot switch to WAL journal mode (got {mode})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-            if row is None:
-                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (FORMAT_VERSION,))
-            elif row[0] != FORMAT_VERSION:
-                raise RunError(f"the response cache {self.path} has format {row[0]}, this moraleval reads "
-                               f"format {FORMAT_VERSION}",
-                               hint="use another --cache directory, or delete that one (it is only a cache)")
-            return conn
         except sqlite3.DatabaseError as exc:
-            raise RunError(f"the response cache {self.path} cannot be opened: {exc}",
-                           hint="the file is damaged or not a moraleval cache; delete it (it is only a cache "
-                                "and will be rebuilt) or pass another --cache DIR") from exc
+            raise _unopenable(self.path, exc) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            _retry_while_locked(lambda: self._set_up(conn))
+            return conn
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _unopenable(self.path, exc) from exc
+            raise
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, the schema and the format check: idempotent, so a try that met a lock is simply repeated."""
+        if self.path != ":memory:":
+            # WAL is a property of the file: once converted, nothing to do (and no exclusive lock to take)
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":  # the conversion was refused: another connection holds the file
+                    raise _Locked(f"cannot switch to WAL journal mode yet (got {mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        if row is None:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (FORMAT_VERSION,))
+        elif row[0] != FORMAT_VERSION:
+            raise RunError(f"the response cache {self.path} has format {row[0]}, this moraleval reads "
+                           f"format {FORMAT_VERSION}",
+                           hint="use another --cache directory, or delete that one (it is only a cache)")
 
     def close(self) -> None:
         with self._lock:

@@ -128,3 +128,66 @@ class TestLocation:
         with ResponseCache(":memory:") as cache:
             cache.put(MODEL, "m", GEN)
             assert cache.get(MODEL, "m") == GEN
+
+
+def _open_and_report(directory: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        ResponseCache(directory).close()
+        results.put("ok")
+    except RunError as exc:
+        results.put(str(exc))
+
+
+class TestOpeningTogether:
+    """Several runs starting on one new cache: SQLite runs no busy handler for the WAL conversion, so without a
+    retry the second opener failed at once with "database is locked" (seen in CI: two runs, one cache)."""
+
+    def test_a_new_cache_held_by_a_writer_is_opened_once_the_writer_lets_go(self, tmp_path: Path) -> None:
+        import threading
+
+        with _raw(tmp_path) as seed:  # a new file in rollback-journal mode, as another opener leaves it midway
+            seed.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        holder = sqlite3.connect(str(tmp_path / FILENAME), isolation_level=None, check_same_thread=False)
+        # a write lock on the rollback-journal file: SQLite refuses the WAL conversion at once, without waiting
+        holder.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.5, lambda: holder.execute("COMMIT")).start()
+        with ResponseCache(tmp_path) as cache:
+            cache.put(MODEL, "r", SCORE)
+            assert cache.get(MODEL, "r") == SCORE
+        holder.close()
+        with _raw(tmp_path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    def test_twelve_processes_open_one_new_cache_at_the_same_moment(self, tmp_path: Path) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        for round_ in range(4):
+            directory = str(tmp_path / f"c{round_}")
+            barrier, results = ctx.Barrier(12), ctx.Queue()
+            procs = [ctx.Process(target=_open_and_report, args=(directory, barrier, results)) for _ in range(12)]
+            for p in procs:
+                p.start()
+            got = [results.get(timeout=120) for _ in procs]
+            for p in procs:
+                p.join(timeout=60)
+            assert got == ["ok"] * 12, [g for g in got if g != "ok"]
+
+    def test_a_lock_that_outlasts_the_timeout_is_named_as_a_lock_not_damage(self, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        import moraleval.cache as cache_module
+
+        monkeypatch.setattr(cache_module, "_BUSY_TIMEOUT_MS", 300)
+        with _raw(tmp_path) as seed:
+            seed.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        holder = sqlite3.connect(str(tmp_path / FILENAME), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(RunError, match="stayed locked by another process") as info:
+                ResponseCache(tmp_path)
+        finally:
+            holder.close()
+        assert "do not delete it" in (info.value.hint or "") and "damaged" not in info.value.message
+        with ResponseCache(tmp_path) as cache:  # untouched: it opens once the other process is gone
+            assert cache.count() == 0

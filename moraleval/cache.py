@@ -104,13 +104,14 @@ def decode_result(kind: str, value: str) -> Result:
     return cls.from_json(json.loads(value))
 
 
-class _Locked(sqlite3.OperationalError):
-    """The file is held by another connection for a moment (its WAL conversion, its schema)."""
-
-
 def _is_lock(exc: BaseException) -> bool:
-    return isinstance(exc, _Locked) or (isinstance(exc, sqlite3.OperationalError)
-                                        and any(w in str(exc).lower() for w in ("locked", "busy")))
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code); Python 3.10 has no error code, only the message."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return any(w in str(exc).lower() for w in ("locked", "busy"))
 
 
 def _retry_while_locked(step: Any) -> None:
@@ -189,9 +190,12 @@ class ResponseCache:
             # WAL is a property of the file: once converted, nothing to do (and no exclusive lock to take)
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":  # the conversion was refused: another connection holds the file
-                    raise _Locked(f"cannot switch to WAL journal mode yet (got {mode})")
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]  # contention raises SQLITE_BUSY
+                if str(mode).lower() != "wal":  # refused without an error: this file system cannot do WAL
+                    raise RunError(f"the response cache {self.path} cannot use SQLite's WAL journal (the file "
+                                   f"system gave {mode!r})",
+                                   hint="put the cache on a local disk: pass --cache DIR or set "
+                                        f"{CACHE_ENV} (network shares often lack the shared memory WAL needs)")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()

@@ -274,7 +274,7 @@ def _run_selected(plan, sel, options: RunOptions, *, backends, say: Log) -> RunR
             if multi:
                 say(f"[model {k + 1}/{len(sel.names)}] {name} ({plan.models[name]['backend']})")
             try:
-                runs[name] = _run_model(plan, name, store, options, backends=backends, multi=multi)
+                runs[name] = _run_model(plan, name, store, options, backends=backends, multi=multi, say=say)
             except MoralevalError as exc:
                 if not multi or isinstance(exc, RunInterrupted):
                     raise
@@ -307,11 +307,12 @@ def _run_selected(plan, sel, options: RunOptions, *, backends, say: Log) -> RunR
     if options.write and multi:
         from moraleval.report import write_models_report
 
-        out_dir = write_models_report(plan, sel, runs, across, out_dir=out, missing=missing)
+        out_dir = write_models_report(plan, sel, runs, across, out_dir=out, missing=missing, log=say)
     return RunResult(plan, sel.names, runs, across, out_dir, missing, False, sel.axis)
 
 
-def _run_model(plan, name: str, store, options: RunOptions, *, backends, multi: bool) -> ModelRun:
+def _run_model(plan, name: str, store, options: RunOptions, *, backends, multi: bool, say: Log | None = None
+               ) -> ModelRun:
     """Run one model: its backend, the cached run, the measurement, and (while the backend is open, since the
     samples show prompts rendered by it) its report, or for several models its part of the joint report."""
     from moraleval import report as rep
@@ -345,7 +346,8 @@ def _run_model(plan, name: str, store, options: RunOptions, *, backends, multi: 
         if not multi:
             out_dir = rep.write_report(mplan, measurement, outcomes, out_dir=options.out, backend=backend,
                                        run_stats=outcomes.stats, started=started,
-                                       finished=datetime.now(timezone.utc), model_name=name) if options.write else None
+                                       finished=datetime.now(timezone.utc), model_name=name,
+                                       log=say) if options.write else None
             return ModelRun(name, about, model["backend"], measurement, outcomes, identity, out_dir=out_dir)
         part = rep.build_report(mplan, measurement, outcomes, identity)
         samples = rep.build_samples(mplan, outcomes, measurement, backend, model_name=name)

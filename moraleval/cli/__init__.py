@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 
 from moraleval.cli import backends, check, data, diff, explain, plan, report, run, verify, view
 from moraleval.errors import MoralevalError
+from moraleval.util.text import for_terminal
 
 __all__ = ["COMMANDS", "INTERNAL_ERROR", "PLUGIN_GROUP", "build_parser", "main"]
 
@@ -125,7 +126,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except MoralevalError as exc:
         if debug:
             raise
-        print(str(exc), file=sys.stderr)
+        # names in a message may come from a file or a folder someone sent: control characters are escaped
+        print(for_terminal(str(exc), keep_newlines=True), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -28,17 +29,17 @@ def quickstart(tmp_path_factory) -> Path:
 def server(quickstart):
     srv, index = make_server(quickstart, 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1], index
+    yield srv.server_address[1], index, urlsplit(srv.url).path
     srv.shutdown()
     srv.server_close()
     index.close()
 
 
-def _get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+def _get(port: int, path: str, host: str = "127.0.0.1", *, headers: bool = False):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     c.request("GET", path, headers={"Host": f"{host}:{port}"})
     r = c.getresponse()
-    return r.status, r.read()
+    return (r.status, r.read(), dict(r.getheaders())) if headers else (r.status, r.read())
 
 
 def _samples(d: Path) -> list[dict]:
@@ -73,32 +74,59 @@ def test_index_filters_match_the_samples(quickstart) -> None:
 
 
 def test_api_pages_and_filters(server, quickstart) -> None:
-    port, index = server
-    status, body = _get(port, "/api/rows?task=winogender_fill&offset=50&limit=20")
+    port, index, base = server
+    status, body = _get(port, base + "api/rows?task=winogender_fill&offset=50&limit=20")
     data = json.loads(body)
     assert status == 200 and data["total"] == 180 and len(data["rows"]) == 20
     assert [r["index"] for r in data["rows"]] == [s["index"] for s in _samples(quickstart)
                                                   if s["task"] == "winogender_fill"][50:70]
     assert {"_answer", "_correct", "_dc", "_dm", "prompts"} <= set(data["rows"][0])
-    status, body = _get(port, "/api/rows?condition=Q&limit=all&fields=metric")
+    status, body = _get(port, base + "api/rows?condition=Q&limit=all&fields=metric")
     data = json.loads(body)
     assert data["total"] == len(data["rows"]) == 108 and "prompts" not in data["rows"][0]
-    assert _get(port, "/api/rows?limit=x")[0] == 400
-    status, page = _get(port, "/")
-    assert status == 200 and page == (quickstart / "report.html").read_bytes()
+    assert _get(port, base + "api/rows?limit=x")[0] == 400
+    assert _get(port, base + "api/rows?offset=" + "9" * 5000)[0] == 400
 
 
-def test_only_the_page_and_api_are_served_and_only_locally(server) -> None:
-    port, _ = server
-    for path in ("/report.json", "/samples.jsonl", "/manifest.json", "/../../etc/passwd", "/plots/x.svg"):
-        assert _get(port, path)[0] == 404, path
-    assert _get(port, "/", host="evil.example")[0] == 403  # DNS rebinding
+def test_the_page_is_rendered_from_moralevals_template_with_a_strict_policy(server, quickstart) -> None:
+    """Not the folder's report.html (which anyone could have edited): the package's template, rows served, and
+    a Content-Security-Policy header that lets only that page's own script run."""
+    import base64
+    import hashlib
+
+    from moraleval.report.render import _static
+
+    port, _, base = server
+    status, page, headers = _get(port, base, headers=True)
+    assert status == 200 and page != (quickstart / "report.html").read_bytes()
+    assert b'"rows":null' in page and b"window.__pwned" not in page  # rows come from the API
+    js_hash = base64.b64encode(hashlib.sha256(_static("browser.js").encode()).digest()).decode()
+    csp = headers["Content-Security-Policy"]
+    assert f"script-src 'sha256-{js_hash}'" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "connect-src 'self'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "no-referrer"
+    original = (quickstart / "report.html").read_bytes()
+    (quickstart / "report.html").write_text("<script>window.evil = 1</script>")  # a tampered folder file ...
+    try:
+        assert b"window.evil" not in _get(port, base)[1]  # ... is never served
+    finally:
+        (quickstart / "report.html").write_bytes(original)
+
+
+def test_only_the_page_and_api_are_served_only_locally_and_only_with_the_token(server) -> None:
+    port, _, base = server
+    for path in ("report.json", "samples.jsonl", "manifest.json", "../../etc/passwd", "plots/x.svg"):
+        assert _get(port, base + path)[0] == 404, path
+    for path in ("/", "/report.html", "/api/rows", "/api/rows?limit=all", "/" + "x" * 32 + "/api/rows",
+                 base[:-2] + "/api/rows", base.upper() + "api/rows"):
+        assert _get(port, path)[0] == 403, path  # the token printed by `moraleval view` is needed
+    assert _get(port, base, host="evil.example")[0] == 403  # DNS rebinding
 
 
 def test_missing_folder_is_a_user_error(tmp_path) -> None:
     with pytest.raises(ReportError, match="does not exist"):
         make_server(tmp_path / "nope")
-    with pytest.raises(ReportError, match="no samples.jsonl"):
+    with pytest.raises(ReportError, match="report.json is missing"):
         make_server(tmp_path)
 
 

@@ -22,6 +22,7 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from moraleval.cli.options import to_stderr
     from moraleval.report.view import serve
 
-    return serve(Path(args.report_dir), port=args.port)
+    return serve(Path(args.report_dir), port=args.port, log=to_stderr)

@@ -33,7 +33,7 @@ import attrs
 
 from moraleval.backend import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, model_key, request_hash
 from moraleval.errors import BackendError, MoralevalError, RunError, RunInterrupted
-from moraleval.execute.cache import Result, ResponseCache, decode_result, encode_result, result_kind
+from moraleval.execute.cache import CacheError, Result, ResponseCache, decode_result, encode_result, result_kind
 from moraleval.execute.eta import prompt_chars
 from moraleval.plan.select import select_requests
 from moraleval.plan.types import Plan, PlanRequest, RequestOutcome
@@ -223,6 +223,9 @@ class _Run:
         self.blocked: set[str] = set()  # dry run: keys whose generated text is not known
         self.scores: dict[str, ScoreResult] = {}
         self.stored_now = 0
+        # a cache failure inside a backend's on_result callback, kept here: a backend may wrap what its callback
+        # raised, and the user must hear about the cache (its fix), not "the backend failed"
+        self.cache_failure: CacheError | None = None
 
     def run(self) -> RunOutcomes:
         groups = [self.requests]
@@ -315,7 +318,11 @@ class _Run:
             if i in done or not 0 <= i < len(requests):
                 return
             value = normalise_result(result, requests[i])
-            self.cache.put(self.model, hashes[i], value)
+            try:
+                self.cache.put(self.model, hashes[i], value)
+            except CacheError as exc:
+                self.cache_failure = exc
+                raise
             stage.work += value.n_tokens if isinstance(value, GenerateResult) else prompt_chars(requests[i])
             done.add(i)
             results[hashes[i]] = value
@@ -393,6 +400,8 @@ def run_plan(plan: Plan, backend: Any, *, cache: ResponseCache | str | None = No
             raise
         except (MoralevalError, Exception) as exc:  # backend failures of any kind
             run.progress.close()
+            if run.cache_failure is not None:  # the cache failed inside the backend's call, whatever it said
+                raise run.cache_failure from None
             run.count_complete()
             detail = exc.message if isinstance(exc, MoralevalError) else f"{type(exc).__name__}: {exc}"
             raise RunError(run.failure_message(f"the backend failed: {detail}"), hint=_RESUME_HINT) from exc

@@ -22,7 +22,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import attrs
 
@@ -136,26 +136,34 @@ def _read_all(fd: int, size: int) -> bytes:
 def parse_json(data: bytes, path: Path, *, line: int | None = None) -> Any:
     """``data`` as JSON (UTF-8; standard JSON only: no NaN/Infinity, no number that overflows to infinity; at most
     MAX_DEPTH levels deep), or a DamagedReport naming ``path`` (and ``line``)."""
-    at = f" (line {line})" if line is not None else ""
+    def at(what: str) -> str:  # "line 3 is ..." in samples.jsonl, "is ..." in a JSON file
+        return f"line {line} {what}" if line is not None else what
+
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         where = f"line {line if line is not None else data.count(NEWLINE, 0, exc.start) + 1}"
         raise _damaged(path, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at {where})") from None
     if not text.strip():
-        raise _damaged(path, f"is empty{at}")
+        raise _damaged(path, at("is empty"))
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
-        raise _damaged(path, f"is nested too deeply to read{at} (more than {MAX_DEPTH} levels)") from None
+        raise _damaged(path, at(f"is nested too deeply to read (more than {MAX_DEPTH} levels)")) from None
     except _NonStandard as exc:
-        raise _damaged(path, f"holds {exc.args[0]}{at}, which is not standard JSON") from None
+        raise _damaged(path, at(f"holds {exc.args[0]}, which is not standard JSON")) from None
     except ValueError as exc:
         msg = getattr(exc, "msg", str(exc))
         pos = f"line {line}, column {exc.colno}" if line is not None and hasattr(exc, "colno") else \
             f"line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
         raise _damaged(path, f"is not valid JSON ({msg}{' at ' + pos if pos else ''})") from None
     _check_values(value, path, at)
+    if "\\ud" in text or "\\uD" in text:  # only an escape can hold half a surrogate pair (UTF-8 text cannot)
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _damaged(path, at("holds a \\ud800-\\udfff escape that is half of a surrogate pair, not a "
+                                    "character")) from None
     return value
 
 
@@ -167,7 +175,7 @@ def _refuse_constant(name: str) -> Any:
     raise _NonStandard(name)
 
 
-def _check_values(value: Any, path: Path, at: str) -> None:
+def _check_values(value: Any, path: Path, at: Callable[[str], str]) -> None:
     """At most MAX_DEPTH levels; every number finite (``1e309`` reads as infinity); iterative (the value may be
     as deep as Python's parser allows)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -175,14 +183,14 @@ def _check_values(value: Any, path: Path, at: str) -> None:
         v, depth = stack.pop()
         if isinstance(v, dict):
             if depth > MAX_DEPTH:
-                raise _damaged(path, f"is nested more than {MAX_DEPTH} levels deep{at}")
+                raise _damaged(path, at(f"is nested more than {MAX_DEPTH} levels deep"))
             stack.extend((x, depth + 1) for x in v.values())
         elif isinstance(v, list):
             if depth > MAX_DEPTH:
-                raise _damaged(path, f"is nested more than {MAX_DEPTH} levels deep{at}")
+                raise _damaged(path, at(f"is nested more than {MAX_DEPTH} levels deep"))
             stack.extend((x, depth + 1) for x in v)
         elif isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-            raise _damaged(path, f"holds a number too large to represent{at} (it reads as infinity)")
+            raise _damaged(path, at("holds a number too large to represent (it reads as infinity)"))
 
 
 def _read_json_file(path: Path, limit: int, *, missing_ok: bool = False) -> Any:

@@ -265,12 +265,16 @@ def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLi
     for path, sha in (manifest.get("model_files") or {}).items():
         if os.path.isabs(path):
             check("model file", Path(path), sha)
+    plots_link = (out / "plots").is_symlink()
     for name, sha in (manifest.get("outputs") or {}).items():
         if not is_report_output(name):
             problems.append(f"{MANIFEST_JSON} names an output {for_terminal(name)!s} that is not a report file "
                             "inside the folder: not checked")
-            continue
-        check("output", out / name, sha, inside=True)
+        elif "/" in name and plots_link:
+            problems.append(f"output {for_terminal(out / name)} is in plots/, which is a symbolic link out of the "
+                            "report folder: not checked")
+        else:
+            check("output", out / name, sha, inside=True)
     return problems
 
 

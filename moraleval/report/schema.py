@@ -204,12 +204,20 @@ class Obj(Shape):
                 shape.check(v[k], _field(where, k))
 
 
+_PLURALS = (("a whole number", "whole numbers"), ("a number", "numbers"), ("a string", "strings"),
+            ("an object", "objects"), ("a list", "lists"), ("null", "nulls"))
+
+
 def _plural(expect: str) -> str:
-    for article in ("an ", "a "):
-        if expect.startswith(article):
-            word, _, rest = expect[len(article):].partition(" ")
-            return f"{word}s" + (f" {rest}" if rest else "")
-    return expect
+    """"a whole number from 1 to 9 or null" -> "whole numbers from 1 to 9 or nulls"."""
+    parts = []
+    for part in expect.split(" or "):
+        for one, many in _PLURALS:
+            if part.startswith(one):
+                part = many + part[len(one):]
+                break
+        parts.append(part)
+    return " or ".join(parts)
 
 
 def _field(where: str, key: str) -> str:

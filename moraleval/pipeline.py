@@ -11,6 +11,7 @@ single-model run of it and the resampled units are the same for all (``moraleval
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -116,6 +117,26 @@ def _limit(_instance: Any, _attribute: Any, value: Any) -> None:
         raise ValueError(f"limit must be at least 0, got {value}")
 
 
+def _data_roots(_instance: Any, _attribute: Any, value: Any) -> None:
+    roots = (value,) if isinstance(value, (str, os.PathLike)) else value
+    if value is not None and (not isinstance(roots, tuple) or not all(isinstance(r, (str, os.PathLike))
+                                                                      for r in roots)):
+        raise TypeError(f"data must be a data root or a list of them (paths), got {value!r}")
+
+
+def _overrides(value: Any) -> dict[str, str]:
+    if value is not None and not isinstance(value, (Mapping, list, tuple)):
+        raise TypeError(f"overrides must be a mapping {{name: value}} or a list of 'NAME=VALUE', got {value!r}")
+    if isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value):
+        raise TypeError(f"overrides must be a mapping {{name: value}} or a list of 'NAME=VALUE', got {value!r}")
+    return parse_overrides(value)
+
+
+def _cache(_instance: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)) and not hasattr(value, "get_many"):
+        raise TypeError(f"cache must be a directory or a ResponseCache, got {value!r}")
+
+
 def _executor(_instance: Any, _attribute: Any, value: Any) -> None:
     if value is not None and value not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {value!r}")
@@ -130,10 +151,9 @@ class RunOptions:
     model_set: str | None = attrs.field(default=None, validator=_optional(str, "a model set's name"))
     out: Path | None = attrs.field(default=None, converter=_out_dir)
     data: str | tuple[str, ...] | None = attrs.field(
-        default=None, converter=lambda v: tuple(v) if isinstance(v, list) else v,
-        validator=_optional((str, tuple), "a data root or a list of them"))
-    overrides: dict[str, str] = attrs.field(factory=dict, converter=lambda v: parse_overrides(v))
-    cache: Any = None  # a ResponseCache or a directory (default: the user cache)
+        default=None, converter=lambda v: tuple(v) if isinstance(v, list) else v, validator=_data_roots)
+    overrides: dict[str, str] = attrs.field(factory=dict, converter=_overrides)
+    cache: Any = attrs.field(default=None, validator=_cache)  # a ResponseCache or a directory (default: user cache)
     limit: int | None = attrs.field(default=None, validator=_limit)
     batch_size: int | None = attrs.field(default=None, validator=_count_within("batch_size"))
     executor: str | None = attrs.field(default=None, validator=_executor)
@@ -147,8 +167,16 @@ class RunOptions:
     @classmethod
     def of(cls, **options: Any) -> "RunOptions":
         """``RunOptions(**options)``, every refusal one MoralevalError naming the argument."""
+        return cls._checked(lambda: cls(**options))
+
+    def evolved(self, **options: Any) -> "RunOptions":
+        """These options with some changed, checked like :meth:`of`."""
+        return self._checked(lambda: attrs.evolve(self, **options))
+
+    @classmethod
+    def _checked(cls, make: Callable[[], "RunOptions"]) -> "RunOptions":
         try:
-            return cls(**options)
+            return make()
         except TypeError as exc:
             text = str(exc)
             if "unexpected keyword argument" in text:
@@ -228,10 +256,19 @@ def run(spec: str | Path, options: RunOptions | None = None, *, backends: Mappin
     """
     from moraleval.checker.models import select_models
 
+    if not isinstance(spec, (str, os.PathLike)):
+        raise MoralevalError(f"moraleval.run(): spec must be the path of a .me file, got {spec!r}")
     if options is None:
         options = RunOptions.of(**option_values)
+    elif not isinstance(options, RunOptions):
+        raise MoralevalError(f"moraleval.run(): options must be a RunOptions, got {options!r}",
+                             hint="pass the options as keywords: moraleval.run(spec, models='a', out='reports/x')")
     elif option_values:
-        options = attrs.evolve(options, **option_values)
+        options = options.evolved(**option_values)
+    if log is not None and not callable(log):
+        raise MoralevalError(f"moraleval.run(): log must be a function taking one string (e.g. print), got {log!r}")
+    if backends is not None and not isinstance(backends, Mapping):
+        raise MoralevalError(f"moraleval.run(): backends must be a mapping {{model name: backend}}, got {backends!r}")
     say = log or (lambda _m: None)
     checked, plan = load_plan(str(spec), options.data, options.overrides, log=log)
     sel = select_models(plan.models, plan.model_sets, options.models, options.model_set)

@@ -234,5 +234,5 @@ def function_table_markdown() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AGGREGATE", "BOOTSTRAP_RESAMPLES", "BOOT_METHODS", "CHOICE", "CORRECTIONS", "ELEMENTWISE", "FUNCTIONS", "Function", "Recipe",
-           "RUN_COUNT_LIMITS", "TESTS", "Word", "browser_names", "function_table_markdown", "functions_of"]
+__all__ = ["AGGREGATE", "BOOTSTRAP_RESAMPLES", "BOOT_METHODS", "CHOICE", "CORRECTIONS", "ELEMENTWISE", "FUNCTIONS",
+           "Function", "Recipe", "RUN_COUNT_LIMITS", "TESTS", "Word", "browser_names", "function_table_markdown", "functions_of"]

@@ -16,7 +16,7 @@ from moraleval.report.manifest import (MANIFEST_FORMAT, MANIFEST_JSON, REPORT_HT
                                        SAMPLES_JSONL, TOP_FILES, foreign_files, verify_report)
 from moraleval.report.models import build_models_report
 
-__all__ = ["DamagedReport", "MANIFEST_FORMAT", "ReportFolder", "MANIFEST_JSON", "REPORT_FORMAT", "REPORT_HTML", "REPORT_JSON", "REPORT_MD",
-           "SAMPLES_JSONL", "SIGNIFICANT_DIGITS", "TOP_FILES", "build_models_report", "build_report",
-           "build_samples", "default_report_dir", "diff_reports", "dumps_json", "foreign_files", "jsonable", "load_report_folder", "rerender",
-           "verify_report", "write_models_report", "write_report"]
+__all__ = ["DamagedReport", "MANIFEST_FORMAT", "MANIFEST_JSON", "REPORT_FORMAT", "REPORT_HTML", "REPORT_JSON",
+           "REPORT_MD", "ReportFolder", "SAMPLES_JSONL", "SIGNIFICANT_DIGITS", "TOP_FILES", "build_models_report",
+           "build_report", "build_samples", "default_report_dir", "diff_reports", "dumps_json", "foreign_files",
+           "jsonable", "load_report_folder", "rerender", "verify_report", "write_models_report", "write_report"]

@@ -30,8 +30,8 @@ from moraleval.errors import ReportError
 from moraleval.report.schema import MANIFEST, SAMPLE, SchemaProblem, check, check_report
 from moraleval.util.text import for_terminal
 
-__all__ = ["DamagedReport", "MAX_DEPTH", "ReportFolder", "diff_reports", "folder_path", "load_report_folder", "parse_json",
-           "parse_sample_line", "read_manifest", "read_report_json", "read_samples"]
+__all__ = ["DamagedReport", "MAX_DEPTH", "ReportFolder", "diff_reports", "folder_path", "iter_lines",
+           "load_report_folder", "parse_json", "parse_sample_line", "read_manifest", "read_report_json", "read_samples"]
 
 MAX_REPORT_BYTES = 256 * 1024 * 1024
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024

@@ -458,7 +458,7 @@ def _handler(page: bytes, csp_script: str, index: SampleIndex, token: str) -> ty
                         self._text(503, exc.message)
                         return
                 except DamagedReport as exc:
-                    self._text(503, f"{exc.message} (samples.jsonl was replaced by a damaged file)")
+                    self._text(503, f"{exc.message} (samples.jsonl changed while being served, and is now damaged)")
                     return
             if body is None:
                 self._text(413, f"the rows asked for are more than {MAX_BODY // (1024 * 1024)} MB: ask for fewer")

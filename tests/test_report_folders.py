@@ -112,6 +112,20 @@ def _plots_link(d: Path) -> None:
     (d / "plots").symlink_to(elsewhere)
 
 
+def _several_models_with_nan(d: Path) -> None:
+    """A valid several-model report whose across-model contrast is undefined ("nan", as report.json writes it)."""
+    report = _json(d, "report.json")
+    for e in report["estimates"] + report["comparisons"]:
+        e["model"] = "a"
+    report.update(models={"a": {"backend": "fake", "complete": True}}, model_set={"name": "s", "models": ["a"]},
+                  across={"results": [{"kind": "model_difference", "task": "bbq_answer", "metric": "bias_ambiguous",
+                                       "model": "a", "baseline_model": "a", "condition": "Q", "treatment": "",
+                                       "baseline": "", "effect": "nan", "ci_low": "nan", "ci_high": "inf",
+                                       "test": "bootstrap", "p_value": "nan", "p_adjusted": "nan", "n_units": 3,
+                                       "group": {}}]})
+    _put(d, "report.json", report)
+
+
 def _escape_name(d: Path) -> None:
     (d / "\x1b[2K\x1b[1A\rthe report matches its inputs \x1b[8m").write_text("x")
 
@@ -201,6 +215,7 @@ SHAPES: list[tuple[str, str | None, Callable[[Path], object]]] = [
     ("plots a link out of the folder", None, _plots_link),
     ("the lock file a link to another file", None, _lock_link),
     ("a file named with escape codes", None, _escape_name),
+    ("several models, an undefined contrast", None, _several_models_with_nan),
     ("U+2028 and U+0085 raw in a sample", None, _samples_line(
         lambda r: dict(r, generated={"reasoning": "a\u2028b\u2029c\x85d"}))),
 ]
@@ -235,8 +250,11 @@ def run_shape(good: Path, tmp: Path, shape: Callable[[Path], object], command: s
     elif command == "report":
         code, out, err = _cli(["report", folder])
     else:  # view: the command up to serving, then one request for the page and one for rows
+        from http.server import ThreadingHTTPServer
+
         said: list[str] = []
-        monkeypatch.setattr(view._Server, "serve_forever", lambda self, *a, **k: said.append(_requests(self)))
+        server_class = getattr(view, "_Server", ThreadingHTTPServer)  # (an older moraleval, for the tally below)
+        monkeypatch.setattr(server_class, "serve_forever", lambda self, *a, **k: said.append(_requests(self)))
         code, out, err = _cli(["view", folder, "--port", "0"])
         out += "\n".join(said)
     return code, out + err
@@ -249,7 +267,8 @@ def _requests(server) -> str:
     from urllib.parse import urlsplit
 
     threading.Thread(target=socketserver.BaseServer.serve_forever, args=(server,), daemon=True).start()
-    port, base = server.server_address[1], urlsplit(server.url).path
+    port = server.server_address[1]
+    base = urlsplit(getattr(server, "url", f"http://127.0.0.1:{port}/")).path
     said = []
     try:
         for path in (base, base + "api/rows?limit=5", base + "api/rows?q=the&limit=all&fields=metric"):
@@ -311,3 +330,51 @@ def test_view_rejects_a_port_out_of_range(capsys) -> None:
             main(["view", ".", "--port", port])
         assert exit_.value.code == 2
         assert "--port" in capsys.readouterr().err
+
+
+def _tally() -> None:
+    """``python tests/test_report_folders.py``: every shape through every command against the moraleval on
+    PYTHONPATH (an older checkout too), counting tracebacks and hangs instead of asserting (docs/security.md's
+    before/after figures)."""
+    import signal
+    import tempfile
+
+    def hung(*_args: object) -> None:
+        raise TimeoutError("hung for 60 s")
+
+    class Patch:  # monkeypatch's setattr, outside pytest
+        def setattr(self, obj: object, name: str, value: object) -> None:
+            setattr(obj, name, value)
+
+    signal.signal(signal.SIGALRM, hung)
+    good = quickstart_report(Path(tempfile.mkdtemp()) / "good")
+    runs = tracebacks = hangs = 0
+    bad_shapes = set()
+    for name, _damaged, shape in SHAPES:
+        for command in COMMANDS:
+            import http.server
+
+            saved = http.server.ThreadingHTTPServer.serve_forever
+            signal.alarm(60)
+            try:
+                code, text = run_shape(good, Path(tempfile.mkdtemp()), shape, command, Patch())
+            except BaseException as exc:  # noqa: BLE001 - a tally, not a test
+                code, text = 70, f"Traceback {type(exc).__name__}: {exc}"
+            finally:
+                signal.alarm(0)
+                http.server.ThreadingHTTPServer.serve_forever = saved
+            runs += 1
+            failed = "Traceback" in text or "internal error" in text
+            tracebacks += failed
+            hangs += "hung for 60 s" in text
+            if failed:
+                bad_shapes.add(name)
+            first = next((line for line in text.splitlines() if line.strip()), "")
+            print(f"{name[:40]:<40} {command:<7} {code!s:<4} {'TRACEBACK' if failed else '':<9} "
+                  f"{repr(first)[1:111]}", flush=True)
+    print(f"runs: {runs}, ending in a traceback: {tracebacks} (of which hangs stopped after 60 s: {hangs}); "
+          f"shapes: {len(SHAPES)}, with a traceback in some command: {len(bad_shapes)}")
+
+
+if __name__ == "__main__":
+    _tally()

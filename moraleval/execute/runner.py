@@ -37,6 +37,7 @@ from moraleval.execute.cache import CacheError, Result, ResponseCache, decode_re
 from moraleval.execute.eta import prompt_chars
 from moraleval.plan.select import select_requests
 from moraleval.plan.types import Plan, PlanRequest, RequestOutcome
+from moraleval.util.signals import interrupt_requested
 
 __all__ = ["LOGPROB_DECIMALS", "RunInterrupted", "RunOutcomes", "RunStats", "StageStats", "normalise_result",
            "round_logprob", "run_plan"]
@@ -306,6 +307,8 @@ class _Run:
             hint = getattr(self.backend, "call_size", None)
             step = max(self.batch_size, int(hint(stage.kind)) if callable(hint) else 0)
             for start in range(0, len(missing), step):
+                if interrupt_requested():
+                    raise KeyboardInterrupt
                 batch = missing[start:start + step]
                 self._call(stage, call, batch, [unique[h] for h in batch], results, task)
         return {key: results[h] for h, (key, _req) in zip(hashes, pairs) if h in results}
@@ -315,6 +318,8 @@ class _Run:
         done: set[int] = set()
 
         def on_result(i: int, result: Result) -> None:
+            if interrupt_requested():  # Ctrl-C whose KeyboardInterrupt was lost on the way (util.signals)
+                raise KeyboardInterrupt
             if i in done or not 0 <= i < len(requests):
                 return
             value = normalise_result(result, requests[i])

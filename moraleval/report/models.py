@@ -153,15 +153,17 @@ def _fmt(v: Any) -> str:
         return "–"
     if isinstance(v, float):
         return f"{v:+.3f}"
-    return str(v)
+    return str(v)  # an int, or "nan"/"inf" as report.json writes a non-finite value
 
 
 def _p(v: Any) -> str:
-    return "–" if v is None else (f"{v:.2g}" if v >= 0.001 else "<0.001")
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "–" if v is None else str(v)
+    return f"{v:.2g}" if v >= 0.001 else "<0.001"
 
 
 def _ci(r: Mapping[str, Any]) -> str:
-    return "" if r.get("ci_low") is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+    return "" if r.get("ci_low") is None else f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
 
 
 def _across_rows(report: Mapping[str, Any]) -> list[list[str]]:

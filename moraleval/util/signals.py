@@ -1,6 +1,17 @@
-"""Holding Ctrl-C (SIGINT), SIGTERM and SIGHUP back while a set of files is replaced, so that an interruption
-lands before or after the set, never in the middle.
+"""Interrupts: what the command line does with Ctrl-C (SIGINT) and SIGTERM, and holding them back while a set of
+files is replaced.
 
+**A request to stop is remembered, not only raised.**  The command line's handler (``cli``: :func:`stop_handler`)
+sets a flag before it raises KeyboardInterrupt.  Python raises that exception wherever the main thread happens to
+be, and code that is not ours can lose it (a finalizer or weakref callback running at that moment prints
+"Exception ignored" and goes on; a library's ``except BaseException`` may retry).  The runner checks
+:func:`interrupt_requested` after every stored answer and before every batch, and the ONNX backend while it waits
+for a forward pass, so a lost KeyboardInterrupt still stops the run at the next answer.  ``cli`` installs the
+handler itself, also when the process started with SIGINT ignored (a background job of a shell script, some CI
+runners pass SIG_IGN down): Python leaves an inherited SIG_IGN in place, and such a run ran to its end on
+``kill -INT``.
+
+**Held back while files are replaced.**
 Why: the report stage replaces several files of one folder (report.json, samples.jsonl, the pages, the figures,
 manifest.json last).  Each replacement is atomic, but an interruption between two of them would leave a folder
 mixing the new files with the old: pages that do not describe the report.json beside them.  Everything is rendered
@@ -17,7 +28,34 @@ import signal
 import threading
 from typing import Iterator
 
-__all__ = ["deferred_signals"]
+__all__ = ["clear_interrupt", "deferred_signals", "interrupt_requested", "stop_handler"]
+
+_requested: list[int] = []  # signal numbers received by stop_handler since clear_interrupt()
+
+
+def interrupt_requested() -> bool:
+    """Whether the command line received Ctrl-C or SIGTERM: a run stops at the next answer even if the
+    KeyboardInterrupt raised for it was lost."""
+    return bool(_requested)
+
+
+def clear_interrupt() -> None:
+    _requested.clear()
+
+
+def stop_handler(signum: int, _frame: object) -> None:
+    """The command line's SIGINT and SIGTERM handler: remember the request, say at once that it was received
+    (one raw write, safe whatever the main thread was printing), and raise KeyboardInterrupt."""
+    first = not _requested
+    _requested.append(signum)
+    if first:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        with contextlib.suppress(OSError):
+            os.write(2, f"moraleval: {name} received, stopping (what is answered is kept)\n".encode())
+    raise KeyboardInterrupt
 
 _HELD = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
                           getattr(signal, "SIGHUP", None)) if s is not None)

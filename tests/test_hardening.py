@@ -423,3 +423,14 @@ def test_options_given_twice_are_checked_the_same_way(tmp_path):
         moraleval.run(SPECS / "quickstart.me", {"out": tmp_path})
     with pytest.raises(MoralevalError, match="spec must be the path of a .me file, got 3"):
         moraleval.run(3)
+
+
+@pytest.mark.parametrize("resamples, message", [
+    (50, "50 resamples are too few for an interval"),
+    (200_000, "200,000 resamples are more than an interval can use (at most 100,000)"),
+])
+def test_bootstrap_resamples_are_bounded_both_ways(tmp_path, tiny_data, resamples, message):
+    """The spec language's own range, which a report folder's report.json is held to when it is read back."""
+    code, text = check_text(tmp_path, _template_spec("{{ context }}") + f"bootstrap resamples {resamples}\n",
+                            "--data", str(tiny_data))
+    assert code == 2 and "error[E181]" in text and message in text

@@ -324,6 +324,22 @@ def test_what_the_shapes_give(good, tmp_path, monkeypatch) -> None:
         assert want in text, (name, text)
 
 
+def test_the_fast_sample_check_agrees_with_the_schema(good) -> None:
+    """``schema.sample_ok`` (the check of a valid row without messages) says yes exactly when SAMPLE does."""
+    from moraleval.report.schema import SAMPLE, sample_ok
+
+    rows = [json.loads(x) for x in (good / "samples.jsonl").read_text().splitlines()]
+    variants = [r for r in rows[:20]]
+    base = rows[0]
+    for key in list(base):
+        for value in (None, 1, 1.5, "x", True, [1], {"a": 1}, ["x"], [1.5, "nan"], [None]):
+            variants.append(dict(base, **{key: value}))
+        variants.append({k: v for k, v in base.items() if k != key})
+    variants += [[], "row", 3, None]
+    for v in variants:
+        assert sample_ok(v) == SAMPLE.accepts(v), v
+
+
 def test_view_rejects_a_port_out_of_range(capsys) -> None:
     for port in ("70000", "-1", "http"):
         with pytest.raises(SystemExit) as exit_:

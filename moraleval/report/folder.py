@@ -18,6 +18,7 @@ file and what is wrong with it: ``reports/x/report.json: estimates[3].value is a
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import stat
@@ -27,10 +28,11 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from moraleval.errors import ReportError
-from moraleval.report.schema import MANIFEST, SAMPLE, SchemaProblem, check, check_report
+from moraleval.report.schema import MANIFEST, SAMPLE, SchemaProblem, check, check_report, sample_ok
 from moraleval.util.text import for_terminal
 
-__all__ = ["DamagedReport", "MAX_DEPTH", "ReportFolder", "diff_reports", "folder_path", "iter_lines",
+__all__ = ["DamagedReport", "MAX_DEPTH", "ReportFolder", "check_samples_file", "diff_reports", "folder_path",
+           "iter_lines",
            "load_report_folder", "parse_json", "parse_sample_line", "read_manifest", "read_report_json", "read_samples"]
 
 MAX_REPORT_BYTES = 256 * 1024 * 1024
@@ -123,6 +125,15 @@ def _open_plain(path: Path, limit: int, *, missing_ok: bool = False) -> tuple[in
     return fd, st.st_size
 
 
+def check_samples_file(folder: Path) -> int:
+    """The size of ``folder/samples.jsonl`` after the loader's checks (present, a plain file, not a link, within
+    the size bound), for a reader that reads it itself (``moraleval view``)."""
+    opened = _open_plain(folder / "samples.jsonl", MAX_SAMPLES_BYTES)
+    assert opened is not None
+    os.close(opened[0])
+    return opened[1]
+
+
 def _read_all(fd: int, size: int) -> bytes:
     chunks, got = [], 0
     while True:
@@ -144,20 +155,23 @@ def parse_json(data: bytes, path: Path, *, line: int | None = None) -> Any:
     except UnicodeDecodeError as exc:
         where = f"line {line if line is not None else data.count(NEWLINE, 0, exc.start) + 1}"
         raise _damaged(path, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at {where})") from None
-    if not text.strip():
+    if not text or text.isspace():
         raise _damaged(path, at("is empty"))
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise _damaged(path, at(f"is nested too deeply to read (more than {MAX_DEPTH} levels)")) from None
     except _NonStandard as exc:
         raise _damaged(path, at(f"holds {exc.args[0]}, which is not standard JSON")) from None
+    except _NonFinite:
+        raise _damaged(path, at("holds a number too large to represent (it reads as infinity)")) from None
     except ValueError as exc:
         msg = getattr(exc, "msg", str(exc))
         pos = f"line {line}, column {exc.colno}" if line is not None and hasattr(exc, "colno") else \
             f"line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
         raise _damaged(path, f"is not valid JSON ({msg}{' at ' + pos if pos else ''})") from None
-    _check_values(value, path, at)
+    if text.count("[") + text.count("{") > MAX_DEPTH:  # only then can it be nested deeper than the bound
+        _check_depth(value, path, at)
     if "\\ud" in text or "\\uD" in text:  # only an escape can hold half a surrogate pair (UTF-8 text cannot)
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -175,22 +189,26 @@ def _refuse_constant(name: str) -> Any:
     raise _NonStandard(name)
 
 
-def _check_values(value: Any, path: Path, at: Callable[[str], str]) -> None:
-    """At most MAX_DEPTH levels; every number finite (``1e309`` reads as infinity); iterative (the value may be
-    as deep as Python's parser allows)."""
+class _NonFinite(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e309: JSON has no infinity, Python's float() reads one
+        raise _NonFinite(text)
+    return value
+
+
+def _check_depth(value: Any, path: Path, at: Callable[[str], str]) -> None:
+    """At most MAX_DEPTH levels; iterative (the value may be as deep as Python's parser allows)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         v, depth = stack.pop()
-        if isinstance(v, dict):
+        if isinstance(v, (dict, list)):
             if depth > MAX_DEPTH:
                 raise _damaged(path, at(f"is nested more than {MAX_DEPTH} levels deep"))
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            if depth > MAX_DEPTH:
-                raise _damaged(path, at(f"is nested more than {MAX_DEPTH} levels deep"))
-            stack.extend((x, depth + 1) for x in v)
-        elif isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-            raise _damaged(path, at("holds a number too large to represent (it reads as infinity)"))
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
 
 
 def _read_json_file(path: Path, limit: int, *, missing_ok: bool = False) -> Any:
@@ -239,6 +257,8 @@ def parse_sample_line(data: bytes, path: Path, line: int) -> dict[str, Any]:
         raise _damaged(path, f"line {line} is {len(data):,} bytes, more than a sample row can be "
                              f"({MAX_LINE_BYTES:,})")
     rec = parse_json(data, path, line=line)
+    if sample_ok(rec):
+        return rec
     try:
         check(SAMPLE, rec)
     except SchemaProblem as exc:
@@ -283,6 +303,8 @@ def read_samples(folder: Path, *, missing_ok: bool = False) -> tuple[list[dict[s
         return None, None
     fd, size = opened
     rows: list[dict[str, Any]] = []
+    collecting = gc.isenabled()
+    gc.disable()  # every row is kept: the collector's passes over them would only cost time
     try:
         for lineno, _offset, line in iter_lines(fd, path):
             if len(rows) >= MAX_ROWS:
@@ -292,6 +314,8 @@ def read_samples(folder: Path, *, missing_ok: bool = False) -> tuple[list[dict[s
         raise _damaged(path, f"cannot be read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
+        if collecting:
+            gc.enable()
     return rows, size
 
 

@@ -16,13 +16,28 @@ from typing import Any, Mapping
 
 from moraleval.language.vocabulary import BOOTSTRAP_RESAMPLES
 
-__all__ = ["MANIFEST", "REPORT", "SAMPLE", "SchemaProblem", "check", "check_report"]
+__all__ = ["MANIFEST", "REPORT", "SAMPLE", "SchemaProblem", "check", "check_report", "sample_ok"]
+
+
+Where = tuple  # the path to a value: keys (str) and list positions (int); made into text only for a message
+
+
+def _path(where: Where) -> str:
+    text = ""
+    for part in where:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            shown = part if part.isidentifier() and len(part) <= 60 else repr(part[:60])
+            text += f".{shown}" if text else shown
+    return text
 
 
 class SchemaProblem(Exception):
     """``where`` (``estimates[3].value``) is not what it should be (``what``)."""
 
-    def __init__(self, where: str, what: str) -> None:
+    def __init__(self, where: Where | str, what: str) -> None:
+        where = where if isinstance(where, str) else _path(where)
         super().__init__(f"{where or 'the top level'} {what}")
         self.where, self.what = where, what
 
@@ -44,26 +59,40 @@ def _kind(v: Any) -> str:
 
 
 class Shape:
-    """What one JSON value must be; ``expect`` says it in words."""
+    """What one JSON value must be; ``expect`` says it in words.  ``accepts`` answers without building a message
+    (samples.jsonl has millions of values to check)."""
 
     expect = "anything"
 
-    def check(self, v: Any, where: str) -> None:  # pragma: no cover - overridden
+    def check(self, v: Any, where: Where) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def fail(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        try:
+            self.check(v, ())
+        except SchemaProblem:
+            return False
+        return True
+
+    def fail(self, v: Any, where: Where) -> None:
         raise SchemaProblem(where, f"is {_kind(v)}, expected {self.expect}")
 
 
 class AnyJSON(Shape):
-    def check(self, v: Any, where: str) -> None:
+    def check(self, v: Any, where: Where) -> None:
         pass
+
+    def accepts(self, v: Any) -> bool:
+        return True
 
 
 class Null(Shape):
     expect = "null"
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        return v is None
+
+    def check(self, v: Any, where: Where) -> None:
         if v is not None:
             self.fail(v, where)
 
@@ -71,7 +100,10 @@ class Null(Shape):
 class Str(Shape):
     expect = "a string"
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        return isinstance(v, str)
+
+    def check(self, v: Any, where: Where) -> None:
         if not isinstance(v, str):
             self.fail(v, where)
 
@@ -81,7 +113,10 @@ class Const(Shape):
         self.value = value
         self.expect = f'"{value}"'
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        return v == self.value
+
+    def check(self, v: Any, where: Where) -> None:
         if v != self.value:
             raise SchemaProblem(where, f"is {str(v)[:60]!r}, expected {self.expect} (a report of another format or "
                                        "a newer moraleval)" if isinstance(v, str) else f"is {_kind(v)}, expected "
@@ -91,7 +126,10 @@ class Const(Shape):
 class Bool(Shape):
     expect = "true or false"
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        return isinstance(v, bool)
+
+    def check(self, v: Any, where: Where) -> None:
         if not isinstance(v, bool):
             self.fail(v, where)
 
@@ -102,7 +140,10 @@ class Int(Shape):
         self.expect = "a whole number" + (f" from {low:,} to {high:,}" if low is not None and high is not None
                                           else f" of at least {low}" if low is not None else "")
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        return (type(v) is int and (self.low is None or v >= self.low) and (self.high is None or v <= self.high))
+
+    def check(self, v: Any, where: Where) -> None:
         if isinstance(v, bool) or not isinstance(v, int):
             self.fail(v, where)
         if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
@@ -119,7 +160,13 @@ class Num(Shape):
         self.low, self.high, self.strict = low, high, strict
         self.expect = "a number" + (f" between {low} and {high}" if low is not None and high is not None else "")
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        if self.low is None:
+            t = type(v)
+            return t is float or t is int or (t is str and v in _NON_FINITE)
+        return Shape.accepts(self, v)
+
+    def check(self, v: Any, where: Where) -> None:
         if isinstance(v, str) and v in _NON_FINITE and self.low is None:
             return
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -136,7 +183,10 @@ class Opt(Shape):
         self.inner = inner
         self.expect = f"{inner.expect} or null"
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
+        return v is None or self.inner.accepts(v)
+
+    def check(self, v: Any, where: Where) -> None:
         if v is not None:
             self.inner.check(v, where)
 
@@ -146,14 +196,15 @@ class Either(Shape):
         self.options = options
         self.expect = " or ".join(o.expect for o in options)
 
-    def check(self, v: Any, where: str) -> None:
+    def accepts(self, v: Any) -> bool:
         for o in self.options:
-            try:
-                o.check(v, where)
-                return
-            except SchemaProblem:
-                continue
-        self.fail(v, where)
+            if o.accepts(v):
+                return True
+        return False
+
+    def check(self, v: Any, where: Where) -> None:
+        if not self.accepts(v):
+            self.fail(v, where)
 
 
 class ListOf(Shape):
@@ -161,11 +212,13 @@ class ListOf(Shape):
         self.item = item
         self.expect = f"a list of {_plural(item.expect)}"
 
-    def check(self, v: Any, where: str) -> None:
+    def check(self, v: Any, where: Where) -> None:
         if not isinstance(v, list):
             self.fail(v, where)
+        item = self.item
         for i, x in enumerate(v):
-            self.item.check(x, f"{where}[{i}]")
+            if not item.accepts(x):
+                item.check(x, where + (i,))
 
 
 class MapOf(Shape):
@@ -175,11 +228,15 @@ class MapOf(Shape):
         self.value = value
         self.expect = "an object" if isinstance(value, AnyJSON) else f"an object of {_plural(value.expect)}"
 
-    def check(self, v: Any, where: str) -> None:
+    def check(self, v: Any, where: Where) -> None:
         if not isinstance(v, dict):
             self.fail(v, where)
+        value = self.value
+        if isinstance(value, AnyJSON):
+            return
         for k, x in v.items():
-            self.value.check(x, _field(where, k))
+            if not value.accepts(x):
+                value.check(x, where + (k,))
 
 
 class Obj(Shape):
@@ -192,16 +249,20 @@ class Obj(Shape):
                  ) -> None:
         self.required, self.optional = dict(required or {}), dict(optional or {})
 
-    def check(self, v: Any, where: str) -> None:
+    def check(self, v: Any, where: Where) -> None:
         if not isinstance(v, dict):
             self.fail(v, where)
         for k, shape in self.required.items():
             if k not in v:
                 raise SchemaProblem(where, f"has no field \"{k}\"")
-            shape.check(v[k], _field(where, k))
+            x = v[k]
+            if not shape.accepts(x):
+                shape.check(x, where + (k,))
         for k, shape in self.optional.items():
             if k in v:
-                shape.check(v[k], _field(where, k))
+                x = v[k]
+                if not shape.accepts(x):
+                    shape.check(x, where + (k,))
 
 
 _PLURALS = (("a whole number", "whole numbers"), ("a number", "numbers"), ("a string", "strings"),
@@ -220,12 +281,7 @@ def _plural(expect: str) -> str:
     return " or ".join(parts)
 
 
-def _field(where: str, key: str) -> str:
-    shown = key if key.isidentifier() and len(key) <= 60 else repr(key[:60])
-    return f"{where}.{shown}" if where else shown
-
-
-def check(shape: Shape, value: Any, where: str = "") -> None:
+def check(shape: Shape, value: Any, where: Where = ()) -> None:
     """Raise SchemaProblem naming the first field of ``value`` that ``shape`` does not allow."""
     shape.check(value, where)
 
@@ -233,7 +289,8 @@ def check(shape: Shape, value: Any, where: str = "") -> None:
 # -- the shapes -----------------------------------------------------------------------------------------------
 
 STR, INT, COUNT, ANY = Str(), Int(), Int(0), AnyJSON()
-NUM = Opt(Num())  # a value, a non-finite value, or null (undefined)
+NUM_VALUE = Num()
+NUM = Opt(NUM_VALUE)  # a value, a non-finite value, or null (undefined)
 SCALAR = Either(Str(), Num(), Bool(), Null())  # a data value as the samples and groups hold it
 GROUP = Opt(MapOf(SCALAR))
 FLAG = Obj({"code": STR, "message": STR})
@@ -294,6 +351,38 @@ SAMPLE = Obj(
      "readout": Opt(Obj(optional={"probs": Opt(ListOf(Num())), "status": Opt(STR), "source": Opt(STR)})),
      "values": MapOf(ANY), "item": STR, "model": Opt(STR), "top": ANY, "rotation": ANY})
 
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+def sample_ok(r: Any) -> bool:
+    """SAMPLE's check of a valid row, without building messages: samples.jsonl has millions of rows to check, and
+    the generic check (which names the first wrong field) runs only when this says no.  Held equal to SAMPLE by
+    tests/test_report_folders.py."""
+    if type(r) is not dict:
+        return False
+    try:
+        if not (type(r["task"]) is str and type(r["condition"]) is str and type(r["request"]) is str
+                and type(r["choice"]) is str):
+            return False
+        for k in ("row", "variant", "unit"):
+            v = r[k]
+            if not isinstance(v, _SCALAR_TYPES):
+                return False
+        choices, values, logprobs = r["choices"], r["choice_values"], r["logprobs"]
+    except KeyError:
+        return False
+    if type(choices) is not list or any(type(c) is not str for c in choices):
+        return False
+    if type(values) is not list or not all(isinstance(v, _SCALAR_TYPES) for v in values):
+        return False
+    if type(logprobs) is not list or not all(NUM_VALUE.accepts(v) for v in logprobs):
+        return False
+    for k, shape in SAMPLE.optional.items():
+        if k in r and not shape.accepts(r[k]):
+            return False
+    return True
+
+
 SHA256 = Str()
 MANIFEST = Obj(
     {"format": Const("moraleval-manifest/1"), "outputs": MapOf(SHA256)},
@@ -315,13 +404,13 @@ def check_report(report: Any) -> None:
     models = report.get("models") or {}
     for i, name in enumerate((report.get("model_set") or {}).get("models") or []):
         if name not in models:
-            raise SchemaProblem(f"model_set.models[{i}]", f"names '{name[:60]}', which models does not describe")
+            raise SchemaProblem(("model_set", "models", i), f"names '{name[:60]}', which models does not describe")
     if models:
         for i, e in enumerate(report["estimates"]):
             if not isinstance(e.get("model"), str):
-                raise SchemaProblem(f"estimates[{i}].model", "is missing (a report of several models names the "
+                raise SchemaProblem(("estimates", i, "model"), "is missing (a report of several models names the "
                                                              "model of every estimate)")
         for i, c in enumerate(report["comparisons"]):
             if not isinstance(c.get("model"), str):
-                raise SchemaProblem(f"comparisons[{i}].model", "is missing (a report of several models names "
+                raise SchemaProblem(("comparisons", i, "model"), "is missing (a report of several models names "
                                                                "the model of every comparison)")

@@ -38,8 +38,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from moraleval.errors import ReportError
-from moraleval.report.folder import (DamagedReport, folder_path, iter_lines, parse_sample_line, read_manifest,
-                                     read_report_json, read_samples)
+from moraleval.report.folder import (DamagedReport, check_samples_file, folder_path, iter_lines, parse_sample_line,
+                                     read_manifest, read_report_json)
 from moraleval.util.text import for_terminal
 
 __all__ = ["SampleIndex", "make_server", "serve", "js_json", "js_str"]
@@ -61,8 +61,10 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 def js_str(v: Any) -> str:
     """A value as the page's ``strv``/``String`` writes it (so group filters match on both sides)."""
-    if isinstance(v, str):
+    if type(v) is str:
         return v
+    if type(v) is int:
+        return str(v)
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -129,6 +131,19 @@ def search_text(rec: Mapping[str, Any]) -> str:
     return js_json([rec.get("prompts"), rec.get("generated"), rec.get("values")]).lower()
 
 
+_NOT_IN_PLAIN_QUERIES = set('{}[],:"\\') | {chr(c) for c in range(0x20)} | {"\u2028", "\u2029", "\x85"}
+
+
+def _raw_line_decides(q: str) -> bool:
+    """Whether a row whose raw JSON line (lower-cased) lacks ``q`` cannot match the page's search either, so the
+    row need not be parsed.  True for a query with no JSON structure, quote, backslash, control character or
+    line separator (it can then lie only inside one string of the search text, which the line holds with the same
+    escapes), no digit and something besides ``.eE+-`` (so it cannot lie inside a number, which JavaScript writes
+    differently: ``1e-7`` for ``1e-07``)."""
+    return (not any(c in _NOT_IN_PLAIN_QUERIES or c.isdigit() for c in q)
+            and any(c not in ".eE+-" for c in q))
+
+
 def _eqv(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return False
@@ -169,11 +184,14 @@ class SampleIndex:
     and re-indexes a rewritten or replaced file; a row read back that is not what was indexed (the file was
     truncated or rewritten since) raises :class:`SamplesChanged` instead of serving something else."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, keep_rows: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._fd = -1
         self._last: tuple[str, list[int]] | None = None
+        #: with ``keep_rows``: every row without its prompts and generations (what the page is rendered from),
+        #: read in the same pass as the index; the caller drops it once the page is rendered
+        self.rows_read: list[dict[str, Any]] | None = [] if keep_rows else None
         self._build()
 
     def _open(self) -> tuple[int, os.stat_result]:
@@ -193,12 +211,19 @@ class SampleIndex:
         return fd, st
 
     def _build(self) -> None:
+        import gc
+
         fd, st = self._open()
+        collecting = gc.isenabled()
+        gc.disable()  # millions of new objects, none of them garbage: the collector's passes would double the time
         try:
             fields = self._read(fd)
         except BaseException:
             os.close(fd)
             raise
+        finally:
+            if collecting:
+                gc.enable()
         with self._lock:
             old, self._fd = self._fd, fd
             self._stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -226,8 +251,11 @@ class SampleIndex:
         by_model: dict[tuple, set] = {}
         keys_c: list[tuple] = []
         keys_m: list[tuple] = []
+        keep = self.rows_read
         for lineno, offset, line in iter_lines(fd, self.path):
             rec = parse_sample_line(line, self.path, lineno)
+            if keep is not None:
+                keep.append({f: rec[f] for f in METRIC_FIELDS if f in rec})
             readout = rec.get("readout") or {}
             a = readout.get(rec["choice"])
             lab = s(_label(rec, a))
@@ -242,7 +270,7 @@ class SampleIndex:
             correct.append(None if label is _MISSING or a is None else _eqv(a, label))
             values.append({s(k): s(v) if type(v) is str else (str(v) if type(v) is int else js_str(v))
                            for k, v in vals.items()})
-            kc = (task[-1], model[-1], json.dumps(rec["row"]), json.dumps(rec["variant"]))
+            kc = (task[-1], model[-1], js_str(rec["row"]), js_str(rec["variant"]))  # as the page joins them
             km = (task[-1], condition[-1], kc[2], kc[3])
             by_cond.setdefault(kc, set()).add(lab)
             by_model.setdefault(km, set()).add(lab)
@@ -273,6 +301,7 @@ class SampleIndex:
         if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._stamp:
             return False
         with self._lock:
+            self.rows_read = None
             self._build()
         return True
 
@@ -307,6 +336,7 @@ class SampleIndex:
                 return self._last[1]
         conds = set(f["condition"].split(",")) if f.get("condition") else None
         q = f.get("q", "").lower() if f.get("q") else None
+        quick = q is not None and _raw_line_decides(q)
         out = []
         for k in range(len(self.offsets)):
             if f.get("task") and self.task[k] != f["task"]:
@@ -327,8 +357,11 @@ class SampleIndex:
                 continue
             if groups and any(v and self.values[k].get(c) != v for c, v in groups.items()):
                 continue
-            if q is not None and q not in search_text(self.record(k)):
-                continue
+            if q is not None:
+                if quick and q not in self.line(k).decode("utf-8", "replace").lower():
+                    continue  # cannot be in the page's search text either (see _raw_line_decides)
+                if q not in search_text(self.record(k)):
+                    continue
             out.append(k)
         with self._lock:
             self._last = (key, out)
@@ -392,7 +425,7 @@ def _handler(page: bytes, csp_script: str, index: SampleIndex, token: str) -> ty
         def log_message(self, fmt: str, *args: Any) -> None:  # quiet: one line per request is noise here
             pass
 
-        def _send(self, code: int, body: bytes, ctype: str, *, page: bool = False) -> None:
+        def _send(self, code: int, body: bytes, ctype: str, *, is_page: bool = False) -> None:
             try:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
@@ -402,7 +435,7 @@ def _handler(page: bytes, csp_script: str, index: SampleIndex, token: str) -> ty
                 self.send_header("Referrer-Policy", "no-referrer")
                 self.send_header("Cross-Origin-Resource-Policy", "same-origin")
                 self.send_header("X-Frame-Options", "DENY")
-                self.send_header("Content-Security-Policy", csp if page else "default-src 'none'")
+                self.send_header("Content-Security-Policy", csp if is_page else "default-src 'none'")
                 self.end_headers()
                 self.wfile.write(body)
             except (ConnectionError, TimeoutError, socket.timeout):
@@ -423,7 +456,7 @@ def _handler(page: bytes, csp_script: str, index: SampleIndex, token: str) -> ty
                 return
             rest = url.path[len(prefix):]
             if rest in ("", "report.html"):
-                self._send(200, page, "text/html; charset=utf-8", page=True)
+                self._send(200, page, "text/html; charset=utf-8", is_page=True)
             elif rest == "api/rows":
                 self._rows(url.query)
             else:
@@ -493,12 +526,19 @@ def make_server(report_dir: str | os.PathLike[str], port: int = 0, *, log: Calla
     out = folder_path(report_dir)
     report = read_report_json(out)
     manifest = read_manifest(out)
-    samples, _size = read_samples(out)
+    check_samples_file(out)  # present, a plain file, within bounds: the loader's own errors
+    try:
+        index = SampleIndex(out / "samples.jsonl", keep_rows=True)  # one pass: the index and the page's rows
+    except SamplesChanged as exc:
+        raise ReportError(exc.message) from None
     from moraleval.report.render import render_served_page
 
-    page, csp_script = render_served_page(report, samples or [], manifest, log=log)
-    del samples  # the index keeps what the filters need; rows are read back from the file
-    index = SampleIndex(out / "samples.jsonl")
+    try:
+        page, csp_script = render_served_page(report, index.rows_read or [], manifest, log=log)
+    except BaseException:
+        index.close()
+        raise
+    index.rows_read = None  # the index keeps what the filters need; rows are read back from the file
     token = secrets.token_urlsafe(24)
     try:
         server = _Server(("127.0.0.1", port), _handler(page, csp_script, index, token))

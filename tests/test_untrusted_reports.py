@@ -330,6 +330,7 @@ def test_report_md_shows_hostile_text_as_text(hostile_run) -> None:
     assert not links and all(src.startswith("plots/") for src in images), (links, images)
     html = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
     assert "&lt;img src=x onerror=alert('study')&gt;" in html and "`tick`" in html  # shown, as written
+    assert "tier = \\$\\$" in md  # not math in a preview that renders $...$ (GitHub's)
 
 
 def test_a_figure_that_cannot_be_drawn_is_left_out_with_a_warning(tmp_path, monkeypatch) -> None:

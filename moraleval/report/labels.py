@@ -25,11 +25,13 @@ def expr_source(e: Mapping[str, Any]) -> str:
 # What could turn text into markup in a Markdown previewer, and only that (so "p < 0.001" and "a -> b" read as
 # they are): a `<` that starts a tag, comment or autolink (`<img onerror=...>`, `<javascript:...>`), a `>` closing
 # one, an `&` starting an entity, a backtick (a code span swallowing what follows), `](` (a link or a remote image,
-# `![x](https://tracker/...)`), a backslash that would undo one of these escapes, `|` (a table cell) and line
-# breaks (one value is one cell or one line).
-_MD_ACTIVE = re.compile(r"\\(?=[!-/:-@\[-`{-~])|<(?=[A-Za-z/!?])|(?<=[A-Za-z0-9\"'/])>|&(?=[A-Za-z#])|`|\](?=\()|\||"
+# `![x](https://tracker/...)`), `$` (math in GitHub's and other previews: a price tier "$$" would vanish), a
+# backslash that would undo one of these escapes, `|` (a table cell) and line breaks (one value is one cell or
+# one line).
+_MD_ACTIVE = re.compile(r"\\(?=[!-/:-@\[-`{-~])|<(?=[A-Za-z/!?])|(?<=[A-Za-z0-9\"'/])>|&(?=[A-Za-z#])|`|\$|\](?=\()|\||"
                         r"\r\n|[\n\r\u2028\u2029\x85]")
-_MD_REPLACE = {"\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "`": "\\`", "]": "\\]", "|": "\\|"}
+_MD_REPLACE = {"\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "`": "\\`", "$": "\\$", "]": "\\]",
+               "|": "\\|"}
 
 
 class MarkdownCode(str):

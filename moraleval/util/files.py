@@ -17,7 +17,7 @@ import stat
 import string
 from pathlib import Path
 
-__all__ = ["Folder", "NotWritable", "sha256_bytes", "sha256_file", "write_atomic"]
+__all__ = ["Folder", "NotWritable", "current_umask", "sha256_bytes", "sha256_file", "write_atomic"]
 
 _TMP_CHARS = string.ascii_letters + string.digits + "_"
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -35,6 +35,21 @@ def sha256_file(path: Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux's /proc); elsewhere set and
+    restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class NotWritable(OSError):

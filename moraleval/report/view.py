@@ -367,6 +367,34 @@ class SampleIndex:
             self._last = (key, out)
         return out
 
+    def respond(self, f: Mapping[str, str], groups: Mapping[str, str], offset: int, limit: int | None,
+                fields: Sequence[str] | None) -> tuple[int, bytes]:
+        """(HTTP status, body) of one ``/api/rows`` request (``limit`` None: every match, ``limit=all``), the
+        file re-indexed first when it was replaced or rewritten.  One request at a time holds the index, so a
+        re-index never swaps it under another request."""
+        with self._lock:
+            for attempt in (1, 2):  # a file that changes under us is re-indexed once more, then refused
+                try:
+                    self.refresh()
+                    ks = self.filter(f, groups)
+                    if limit is None and len(ks) > MAX_ALL_ROWS:
+                        return 413, (f"{len(ks):,} rows match: more than {MAX_ALL_ROWS:,} are not sent at once "
+                                     "(narrow the filters, or recount with `moraleval diff`/Python)").encode()
+                    chosen = ks[offset:] if limit is None else ks[offset:offset + limit]
+                    body = json.dumps({"total": len(ks), "offset": offset, "rows": self.rows(chosen, fields)},
+                                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                    if len(body) > MAX_BODY:
+                        return 413, (f"the rows asked for are more than {MAX_BODY // (1024 * 1024)} MB: ask for "
+                                     "fewer").encode()
+                    return 200, body
+                except SamplesChanged as exc:
+                    if attempt == 2:
+                        return 503, exc.message.encode("utf-8")
+                except DamagedReport as exc:
+                    return 503, f"{exc.message} (samples.jsonl changed while being served, and is now damaged)"\
+                        .encode("utf-8")
+        return 503, b"samples.jsonl keeps changing"  # pragma: no cover - the loop returns
+
     def rows(self, ks: Iterable[int], fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
         out = []
         for k in ks:
@@ -474,35 +502,11 @@ def _handler(page: bytes, csp_script: str, index: SampleIndex, token: str) -> ty
             f = {k: qs[k] for k in FILTERS if qs.get(k)}
             groups = {k[2:]: v for k, v in qs.items() if k.startswith("g.") and v}
             fields = METRIC_FIELDS if qs.get("fields") == "metric" else None
-            body: bytes | None = None
-            for attempt in (1, 2):  # a file replaced since the last request is re-indexed once, then served
-                try:
-                    index.refresh()
-                    ks = index.filter(f, groups)
-                    if everything and len(ks) > MAX_ALL_ROWS:
-                        self._text(413, f"{len(ks):,} rows match: more than {MAX_ALL_ROWS:,} are not sent at once "
-                                        "(narrow the filters, or recount with `moraleval diff`/Python)")
-                        return
-                    chosen = ks[offset:] if everything else ks[offset:offset + limit]
-                    body = self._body(len(ks), offset, index.rows(chosen, fields))
-                    break
-                except SamplesChanged as exc:
-                    if attempt == 2:
-                        self._text(503, exc.message)
-                        return
-                except DamagedReport as exc:
-                    self._text(503, f"{exc.message} (samples.jsonl changed while being served, and is now damaged)")
-                    return
-            if body is None:
-                self._text(413, f"the rows asked for are more than {MAX_BODY // (1024 * 1024)} MB: ask for fewer")
+            status, answer = index.respond(f, groups, offset, None if everything else limit, fields)
+            if status != 200:
+                self._text(status, answer.decode("utf-8"))
                 return
-            self._send(200, body, "application/json; charset=utf-8")
-
-        @staticmethod
-        def _body(total: int, offset: int, rows: list[dict[str, Any]]) -> bytes | None:
-            body = json.dumps({"total": total, "offset": offset, "rows": rows}, ensure_ascii=False,
-                              separators=(",", ":")).encode("utf-8")
-            return body if len(body) <= MAX_BODY else None
+            self._send(200, answer, "application/json; charset=utf-8")
 
     return Handler
 

@@ -3,8 +3,9 @@
 1. The quick start (specs/quickstart.me on the builtin sample, answered by the fake backend of tests/fakes.py):
    report.html size and the time to render report.md + report.html + figures (``rerender``).
 2. A 20k-row synthetic BBQ-like run with chains of thought (tests/report_support.synthetic_run): the same.
-3. `moraleval view` on a 200k-row samples.jsonl: time to build the sample index, then first-page latency
-   (HTTP GET of /api/rows, 50 rows, unfiltered and filtered to one condition × category), median of 5.
+3. `moraleval view` on a 200k-row samples.jsonl: time to start (read and check the folder, render the page,
+   build the sample index), then first-page latency (HTTP GET of /api/rows, 50 rows, unfiltered and filtered to
+   one condition × category), median of 5, and a text search over every row.
 
 Prints one JSON object.  ``--rows-view N`` changes the size of the view run.
 """
@@ -42,7 +43,7 @@ def _render(out: Path) -> dict:
 
 
 def _get_ms(port: int, path: str) -> float:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t = time.perf_counter()
     c.request("GET", path)
     r = c.getresponse()
@@ -68,15 +69,17 @@ def main() -> None:
                     "index_s": round(time.perf_counter() - t, 2)}
         threading.Thread(target=server.serve_forever, daemon=True).start()
         port = server.server_address[1]
+        api = server.url.split(str(port), 1)[1] + "api/rows"  # /<token>/api/rows
         try:
-            res_view["first_page_ms"] = round(_get_ms(port, "/api/rows?offset=0&limit=50"), 1)
+            res_view["first_page_ms"] = round(_get_ms(port, f"{api}?offset=0&limit=50"), 1)
             res_view["page_ms_median"] = round(statistics.median(
-                _get_ms(port, f"/api/rows?offset={k * 50}&limit=50") for k in range(1, 6)), 1)
+                _get_ms(port, f"{api}?offset={k * 50}&limit=50") for k in range(1, 6)), 1)
             res_view["filtered_first_page_ms"] = round(
-                _get_ms(port, "/api/rows?condition=Q_IF_CoT&g.category=Age&offset=0&limit=50"), 1)
+                _get_ms(port, f"{api}?condition=Q_IF_CoT&g.category=Age&offset=0&limit=50"), 1)
             res_view["filtered_next_page_ms_median"] = round(statistics.median(
-                _get_ms(port, f"/api/rows?condition=Q_IF_CoT&g.category=Age&offset={k * 50}&limit=50")
+                _get_ms(port, f"{api}?condition=Q_IF_CoT&g.category=Age&offset={k * 50}&limit=50")
                 for k in range(1, 6)), 1)
+            res_view["search_all_rows_ms"] = round(_get_ms(port, f"{api}?q=no-such-text&offset=0&limit=50"), 1)
         finally:
             server.shutdown()
             server.server_close()

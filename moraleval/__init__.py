@@ -31,7 +31,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Measurement": ("moraleval.measurement", "Measurement"),
     "Estimate": ("moraleval.measurement", "Estimate"),
     "ComparisonResult": ("moraleval.measurement", "ComparisonResult"),
-    "diff": ("moraleval.compare.diff", "diff_reports"),
+    "diff": ("moraleval.report.folder", "diff_reports"),
     "MoralevalError": ("moraleval.errors", "MoralevalError"),
 }
 

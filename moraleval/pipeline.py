@@ -11,6 +11,7 @@ single-model run of it and the resampled units are the same for all (``moraleval
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -120,6 +121,24 @@ def _progress_mode(value: Any) -> str:
     from moraleval.execute.progress import progress_mode
 
     return progress_mode(value)
+def _data_roots(_instance: Any, _attribute: Any, value: Any) -> None:
+    roots = (value,) if isinstance(value, (str, os.PathLike)) else value
+    if value is not None and (not isinstance(roots, tuple) or not all(isinstance(r, (str, os.PathLike))
+                                                                      for r in roots)):
+        raise TypeError(f"data must be a data root or a list of them (paths), got {value!r}")
+
+
+def _overrides(value: Any) -> dict[str, str]:
+    if value is not None and not isinstance(value, (Mapping, list, tuple)):
+        raise TypeError(f"overrides must be a mapping {{name: value}} or a list of 'NAME=VALUE', got {value!r}")
+    if isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value):
+        raise TypeError(f"overrides must be a mapping {{name: value}} or a list of 'NAME=VALUE', got {value!r}")
+    return parse_overrides(value)
+
+
+def _cache(_instance: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)) and not hasattr(value, "get_many"):
+        raise TypeError(f"cache must be a directory or a ResponseCache, got {value!r}")
 
 
 def _executor(_instance: Any, _attribute: Any, value: Any) -> None:
@@ -136,10 +155,9 @@ class RunOptions:
     model_set: str | None = attrs.field(default=None, validator=_optional(str, "a model set's name"))
     out: Path | None = attrs.field(default=None, converter=_out_dir)
     data: str | tuple[str, ...] | None = attrs.field(
-        default=None, converter=lambda v: tuple(v) if isinstance(v, list) else v,
-        validator=_optional((str, tuple), "a data root or a list of them"))
-    overrides: dict[str, str] = attrs.field(factory=dict, converter=lambda v: parse_overrides(v))
-    cache: Any = None  # a ResponseCache or a directory (default: the user cache)
+        default=None, converter=lambda v: tuple(v) if isinstance(v, list) else v, validator=_data_roots)
+    overrides: dict[str, str] = attrs.field(factory=dict, converter=_overrides)
+    cache: Any = attrs.field(default=None, validator=_cache)  # a ResponseCache or a directory (default: user cache)
     limit: int | None = attrs.field(default=None, validator=_limit)
     batch_size: int | None = attrs.field(default=None, validator=_count_within("batch_size"))
     executor: str | None = attrs.field(default=None, validator=_executor)
@@ -154,8 +172,16 @@ class RunOptions:
     @classmethod
     def of(cls, **options: Any) -> "RunOptions":
         """``RunOptions(**options)``, every refusal one MoralevalError naming the argument."""
+        return cls._checked(lambda: cls(**options))
+
+    def evolved(self, **options: Any) -> "RunOptions":
+        """These options with some changed, checked like :meth:`of`."""
+        return self._checked(lambda: attrs.evolve(self, **options))
+
+    @classmethod
+    def _checked(cls, make: Callable[[], "RunOptions"]) -> "RunOptions":
         try:
-            return cls(**options)
+            return make()
         except TypeError as exc:
             text = str(exc)
             if "unexpected keyword argument" in text:
@@ -235,10 +261,19 @@ def run(spec: str | Path, options: RunOptions | None = None, *, backends: Mappin
     """
     from moraleval.checker.models import select_models
 
+    if not isinstance(spec, (str, os.PathLike)):
+        raise MoralevalError(f"moraleval.run(): spec must be the path of a .me file, got {spec!r}")
     if options is None:
         options = RunOptions.of(**option_values)
+    elif not isinstance(options, RunOptions):
+        raise MoralevalError(f"moraleval.run(): options must be a RunOptions, got {options!r}",
+                             hint="pass the options as keywords: moraleval.run(spec, models='a', out='reports/x')")
     elif option_values:
-        options = attrs.evolve(options, **option_values)
+        options = options.evolved(**option_values)
+    if log is not None and not callable(log):
+        raise MoralevalError(f"moraleval.run(): log must be a function taking one string (e.g. print), got {log!r}")
+    if backends is not None and not isinstance(backends, Mapping):
+        raise MoralevalError(f"moraleval.run(): backends must be a mapping {{model name: backend}}, got {backends!r}")
     say = log or (lambda _m: None)
     checked, plan = load_plan(str(spec), options.data, options.overrides, log=log)
     sel = select_models(plan.models, plan.model_sets, options.models, options.model_set)
@@ -281,7 +316,7 @@ def _run_selected(plan, sel, options: RunOptions, *, backends, say: Log) -> RunR
             if multi:
                 say(f"[model {k + 1}/{len(sel.names)}] {name} ({plan.models[name]['backend']})")
             try:
-                runs[name] = _run_model(plan, name, store, options, backends=backends, multi=multi)
+                runs[name] = _run_model(plan, name, store, options, backends=backends, multi=multi, say=say)
             except MoralevalError as exc:
                 if not multi or isinstance(exc, RunInterrupted):
                     raise
@@ -314,11 +349,12 @@ def _run_selected(plan, sel, options: RunOptions, *, backends, say: Log) -> RunR
     if options.write and multi:
         from moraleval.report import write_models_report
 
-        out_dir = write_models_report(plan, sel, runs, across, out_dir=out, missing=missing)
+        out_dir = write_models_report(plan, sel, runs, across, out_dir=out, missing=missing, log=say)
     return RunResult(plan, sel.names, runs, across, out_dir, missing, False, sel.axis)
 
 
-def _run_model(plan, name: str, store, options: RunOptions, *, backends, multi: bool) -> ModelRun:
+def _run_model(plan, name: str, store, options: RunOptions, *, backends, multi: bool, say: Log | None = None
+               ) -> ModelRun:
     """Run one model: its backend, the cached run, the measurement, and (while the backend is open, since the
     samples show prompts rendered by it) its report, or for several models its part of the joint report."""
     from moraleval import report as rep
@@ -352,7 +388,8 @@ def _run_model(plan, name: str, store, options: RunOptions, *, backends, multi: 
         if not multi:
             out_dir = rep.write_report(mplan, measurement, outcomes, out_dir=options.out, backend=backend,
                                        run_stats=outcomes.stats, started=started,
-                                       finished=datetime.now(timezone.utc), model_name=name) if options.write else None
+                                       finished=datetime.now(timezone.utc), model_name=name,
+                                       log=say) if options.write else None
             return ModelRun(name, about, model["backend"], measurement, outcomes, identity, out_dir=out_dir)
         part = rep.build_report(mplan, measurement, outcomes, identity)
         samples = rep.build_samples(mplan, outcomes, measurement, backend, model_name=name)

@@ -374,3 +374,63 @@ def test_a_slow_template_stops_at_the_time_limit(monkeypatch):
     with pytest.raises(templating.TemplateFailure, match="longer than 0.2 s to render"):
         templating.render(t, {})
     assert time.monotonic() - started < 2
+
+
+# ---------------------------------------------------------------------------- the library call (issue #24)
+
+@pytest.mark.parametrize("options, message", [
+    ({"out": ""}, "out must be a directory path, got '' (an empty path would write into the current directory)"),
+    ({"out": 3}, "out must be a directory path, got 3"),
+    ({"batch_size": 10 ** 9}, "batch_size must be from 1 to 65,536, got 1,000,000,000"),
+    ({"batch_size": "8"}, "batch_size must be a whole number, got '8'"),
+    ({"batch_size": True}, "batch_size must be a whole number, got True"),
+    ({"workers": 0}, "workers must be from 1 to 4,096, got 0"),
+    ({"limit": -1}, "limit must be at least 0, got -1"),
+    ({"limit": 1.5}, "limit must be a whole number, got 1.5"),
+    ({"progress": "yes"}, "progress must be True or False, got 'yes'"),
+    ({"models": 5}, "models must be a name, 'a,b' or a list of names, got 5"),
+    ({"cache": 5}, "cache must be a directory or a ResponseCache, got 5"),
+    ({"data": [1, 2]}, "data must be a data root or a list of them (paths), got (1, 2)"),
+    ({"overrides": 5}, "overrides must be a mapping {name: value} or a list of 'NAME=VALUE', got 5"),
+    ({"executor": "gpu"}, "executor must be one of local, ray, got 'gpu'"),
+    ({"colour": True}, "got an unexpected keyword argument 'colour'"),
+    ({"log": "print"}, "log must be a function taking one string (e.g. print), got 'print'"),
+    ({"backends": ["a"]}, "backends must be a mapping {model name: backend}, got ['a']"),
+])
+def test_the_library_call_refuses_what_the_cli_refuses_before_anything_runs(tmp_path, monkeypatch, options,
+                                                                            message):
+    """`moraleval.run()` checks its arguments with the CLI's bounds and types up front: one MoralevalError naming
+    the argument, never a TypeError from deep inside, and nothing written (``out=""`` would have written the
+    report into the working directory)."""
+    import moraleval
+    from moraleval.errors import MoralevalError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MoralevalError) as info:
+        moraleval.run(SPECS / "quickstart.me", **options)
+    assert f"moraleval.run(): {message}" in info.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_given_twice_are_checked_the_same_way(tmp_path):
+    import moraleval
+    from moraleval.errors import MoralevalError
+    from moraleval.pipeline import RunOptions
+
+    with pytest.raises(MoralevalError, match="batch_size must be from 1 to 65,536"):
+        moraleval.run(SPECS / "quickstart.me", RunOptions(out=tmp_path), batch_size=10 ** 9)
+    with pytest.raises(MoralevalError, match="options must be a RunOptions"):
+        moraleval.run(SPECS / "quickstart.me", {"out": tmp_path})
+    with pytest.raises(MoralevalError, match="spec must be the path of a .me file, got 3"):
+        moraleval.run(3)
+
+
+@pytest.mark.parametrize("resamples, message", [
+    (50, "50 resamples are too few for an interval"),
+    (200_000, "200,000 resamples are more than an interval can use (at most 100,000)"),
+])
+def test_bootstrap_resamples_are_bounded_both_ways(tmp_path, tiny_data, resamples, message):
+    """The spec language's own range, which a report folder's report.json is held to when it is read back."""
+    code, text = check_text(tmp_path, _template_spec("{{ context }}") + f"bootstrap resamples {resamples}\n",
+                            "--data", str(tiny_data))
+    assert code == 2 and "error[E181]" in text and message in text

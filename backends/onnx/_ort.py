@@ -13,6 +13,8 @@ import queue
 import sys
 import threading
 
+from moraleval.util.signals import interrupt_requested
+
 _LOCK = threading.Lock()
 
 
@@ -77,7 +79,8 @@ def run_interruptibly(call):
     _jobs.put((call, options, box, done))
     try:
         while not done.wait(_POLL_S):
-            pass
+            if interrupt_requested():  # the CLI got Ctrl-C but its KeyboardInterrupt was lost (util.signals)
+                raise KeyboardInterrupt
     except BaseException:
         options.terminate = True  # the pass stops at its next node; its (partial) result is discarded
         done.wait(30)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from moraleval.checker.context import CheckContext
 from moraleval.checker.tasks import check_columns
 from moraleval.language import nodes as n
-from moraleval.language.vocabulary import BOOT_METHODS
+from moraleval.language.vocabulary import BOOT_METHODS, BOOTSTRAP_RESAMPLES
 from moraleval.util.text import did_you_mean
 
 
@@ -25,9 +25,13 @@ def _check_settings(ctx: CheckContext, b: n.Bootstrap) -> None:
     if b.method not in BOOT_METHODS:
         ctx.error(f"unknown bootstrap method '{b.method}'", b, "use: method " + " | ".join(BOOT_METHODS), src,
                   code="E180")
-    if b.resamples < 100:
+    low, high = BOOTSTRAP_RESAMPLES
+    if b.resamples < low:
         ctx.error(f"{b.resamples} resamples are too few for an interval", b, "use 1000 or more (default 2000)",
                   src, code="E181")
+    elif b.resamples > high:
+        ctx.error(f"{b.resamples:,} resamples are more than an interval can use (at most {high:,})", b,
+                  "use 2000 (the default) to 10000; more only costs time and memory", src, code="E181")
     if not 0 < b.level < 1:
         ctx.error(f"level must be between 0 and 1, got {b.level}", b, "e.g. level 0.95", src, code="E182")
     covered = {x.task for x in ctx.statements(n.Bootstrap) if x.task}

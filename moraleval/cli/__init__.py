@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 
 from moraleval.cli import backends, check, data, diff, explain, plan, report, run, verify, view
 from moraleval.errors import MoralevalError
+from moraleval.util.text import for_terminal
 
 __all__ = ["COMMANDS", "INTERNAL_ERROR", "PLUGIN_GROUP", "build_parser", "main"]
 
@@ -78,7 +79,7 @@ def _unavailable(name: str, where: str, reason: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     as_program = argv is None
-    with _sigterm_interrupts():
+    with _interrupts():
         code = _main(argv)
     if as_program and code == RUN_INTERRUPTED:
         # everything is stored and said: do not make the user wait for the interpreter's teardown (a second or
@@ -91,21 +92,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (kill, a scheduler's timeout) stops a run exactly like Ctrl-C: what finished is stored, exit 130."""
+def _interrupts():
+    """Ctrl-C (SIGINT) and SIGTERM (kill, a scheduler's timeout) stop a command: what finished is stored, exit
+    130.  Both handlers are installed here, SIGINT too: a process started with SIGINT ignored (a background job of
+    a shell script; Python keeps an inherited SIG_IGN) would otherwise never act on it.  The handler remembers the
+    request (``util.signals.interrupt_requested``), so a run stops even if the KeyboardInterrupt it raises is lost
+    on the way."""
+    from moraleval.util.signals import clear_interrupt, stop_handler
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
+    clear_interrupt()
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, stop_handler)
     except (ValueError, OSError):  # not the main thread (library use, tests): leave signals alone
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        clear_interrupt()
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +135,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except MoralevalError as exc:
         if debug:
             raise
-        print(str(exc), file=sys.stderr)
+        # names in a message may come from a file or a folder someone sent: control characters are escaped
+        print(for_terminal(str(exc), keep_newlines=True), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:

@@ -36,7 +36,8 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from moraleval.compare.diff import diff_reports, render_text
+    from moraleval.compare.diff import render_text
+    from moraleval.report import diff_reports
 
     res = diff_reports(args.a, args.b, model_a=args.model_a, model_b=args.model_b, allow_partial=args.allow_partial,
                        gates=args.fail_if, fail_on_regression=args.fail_on_regression, alpha=args.alpha,
@@ -44,7 +45,10 @@ def command(args: argparse.Namespace) -> int:
     if args.json:
         from moraleval.report import dumps_json, jsonable
 
-        print(dumps_json(jsonable(res.to_json())))
+        from moraleval.util.text import json_for_terminal
+
+        # JSON escapes C0 controls itself; C1 controls and line separators would reach the terminal raw
+        print(json_for_terminal(dumps_json(jsonable(res.to_json()))))
     else:
         print(render_text(res))
     return res.exit_code

@@ -16,9 +16,11 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from moraleval.cli.options import to_stderr
     from moraleval.report import rerender  # one- and several-model reports
+    from moraleval.util.text import for_terminal
 
-    written = rerender(Path(args.report_dir))
+    written = rerender(Path(args.report_dir), log=to_stderr)
     if written:
-        print("re-rendered: " + ", ".join(str(w) for w in written))
+        print("re-rendered: " + ", ".join(for_terminal(w) for w in written))
     return 0

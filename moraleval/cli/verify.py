@@ -17,17 +17,22 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    """Every name printed comes from the folder or its manifest and is escaped for the terminal
+    (``util.text.for_terminal``): a file named with escape codes cannot rewrite the verdict."""
     from moraleval.report import foreign_files, verify_report
+    from moraleval.util.text import for_terminal
 
     problems = verify_report(Path(args.report_dir), data_root=args.data)
     foreign = foreign_files(Path(args.report_dir))
     for name in foreign:  # a note, not a failure: the report's own files are what verify vouches for
-        print(f"foreign file: {name} (not in the manifest: not written by moraleval, not checked, never deleted)")
+        print(f"foreign file: {for_terminal(name)} (not in the manifest: not written by moraleval, not checked, "
+              "never deleted)")
+    shown = for_terminal(args.report_dir)
     if problems:
         for p in problems:
-            print(f"MISMATCH: {p}")
-        print(f"{args.report_dir}: the report does NOT match its inputs ({len(problems)} problem(s))")
+            print(f"MISMATCH: {for_terminal(p)}")
+        print(f"{shown}: the report does NOT match its inputs ({len(problems)} problem(s))")
         return 1
     also = f"; {len(foreign)} foreign file(s) listed above are not part of it" if foreign else ""
-    print(f"{args.report_dir}: the report matches its inputs (every hash checked){also}")
+    print(f"{shown}: the report matches its inputs (every hash checked){also}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from moraleval.cli.options import count
+
 NAME = "view"
 
 
@@ -14,11 +16,13 @@ def add_parser(sub: Any) -> None:
                        description="Serve DIR/report.html from a local HTTP server on 127.0.0.1 whose sample "
                                    "browser pages through DIR/samples.jsonl; open the printed address.")
     p.add_argument("report_dir", metavar="DIR")
-    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free port)")
+    p.add_argument("--port", type=count(0, 65_535), default=8765,
+                   help="port on 127.0.0.1, 0 to 65535 (default 8765; 0: any free port)")
     p.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
+    from moraleval.cli.options import to_stderr
     from moraleval.report.view import serve
 
-    return serve(Path(args.report_dir), port=args.port)
+    return serve(Path(args.report_dir), port=args.port, log=to_stderr)

@@ -24,10 +24,11 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from moraleval.errors import MoralevalError, ReportError
+from moraleval.errors import MoralevalError
 from moraleval.util import numbers
+from moraleval.util.text import for_terminal
 
-__all__ = ["DiffResult", "Gate", "diff_reports", "parse_gate", "render_text", "EXIT_GATE_FAILED"]
+__all__ = ["DiffResult", "Gate", "diff_folders", "parse_gate", "render_text", "EXIT_GATE_FAILED"]
 
 #: exit code of `moraleval diff` when a --fail-if / --fail-on-regression gate fails.
 EXIT_GATE_FAILED = 1
@@ -99,26 +100,6 @@ class DiffResult:
 
 
 # --------------------------------------------------------------------------- loading
-
-def _load(d: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    try:
-        report = json.loads((d / "report.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{d}: no report.json (not a moraleval report directory)",
-                          hint="give two directories written by `moraleval SPEC --out DIR`") from None
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{d / 'report.json'} is not valid JSON: {exc}") from None
-    try:
-        samples = [json.loads(line) for line in (d / "samples.jsonl").read_text(encoding="utf-8").splitlines()
-                   if line.strip()]
-    except FileNotFoundError:
-        raise ReportError(f"{d}: no samples.jsonl, so items cannot be paired") from None
-    try:
-        manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        manifest = {}
-    return report, samples, manifest
-
 
 def _pick_model(report: Mapping[str, Any], samples: list[dict[str, Any]], want: str | None, side: str
                 ) -> tuple[str | None, list[dict[str, Any]]]:
@@ -214,8 +195,10 @@ def _plan_of(report: Mapping[str, Any], samples: list[dict[str, Any]], report_by
         key = s["request"]
         items.append(PlanItem(s["task"], s["condition"], s["row"], s["variant"], s["unit"], key, s["choice"],
                               tuple(s["choice_values"]), s.get("values") or {}))
+        # non-finite log-probs are stored as "-inf"/"nan" strings (report.build): floats again here
         outcomes[key] = RequestOutcome(key, s.get("generated") or {},
-                                       ScoreResult(tuple(s["logprobs"]), tuple(s.get("n_tokens") or ())))
+                                       ScoreResult(tuple(float(v) for v in s["logprobs"]),
+                                                   tuple(s.get("n_tokens") or ())))
         probs = (s.get("readout") or {}).get("probs")
         if probs:
             raw[(s["task"], s["condition"])] = raw.get((s["task"], s["condition"]), False) or \
@@ -244,15 +227,18 @@ def _regression(metric: str, va: float | None, vb: float | None, higher_is_bette
     return abs(vb) > abs(va)
 
 
-def diff_reports(a: str | Path, b: str | Path, *, model_a: str | None = None, model_b: str | None = None,
+def diff_folders(a: Any, b: Any, *, model_a: str | None = None, model_b: str | None = None,
                  allow_partial: bool = False, gates: Sequence[str | Gate] = (), fail_on_regression: bool = False,
                  alpha: float = 0.05, higher_is_better: Sequence[str] = ()) -> DiffResult:
+    """Compare two report folders already read (``a``, ``b``: a ``moraleval.report.folder.ReportFolder`` each, with
+    ``path``, ``report``, ``samples`` and ``manifest``).  Reading them is the report stage's
+    (``moraleval.report.diff_reports`` reads two folders and calls this): this stage computes only."""
     from moraleval.compare.contrasts import difference
     from moraleval.measurement import measure, stats
 
-    da, db = Path(a), Path(b)
-    ra, sa_all, ma = _load(da)
-    rb, sb_all, mb = _load(db)
+    da, db = Path(a.path), Path(b.path)
+    ra, sa_all, ma = a.report, list(a.samples or []), a.manifest or {}
+    rb, sb_all, mb = b.report, list(b.samples or []), b.manifest or {}
     name_a, sa = _pick_model(ra, sa_all, model_a, "A")
     name_b, sb = _pick_model(rb, sb_all, model_b, "B")
     changes = manifest_changes(ma, mb, ra, rb, name_a, name_b)
@@ -437,4 +423,5 @@ def render_text(res: DiffResult) -> str:
         lines.append(f"gate {g['gate']}: {'FAILED' if g['failed'] else 'ok'}"
                      + (f" ({len(g['where'])} case(s))" if g["failed"] else ""))
     lines += [f"warning: {w}" for w in res.warnings]
-    return "\n".join(lines)
+    # every name above comes from the two folders: a newline or an escape code in one stays on its line, as text
+    return "\n".join(for_terminal(line) for line in lines)

@@ -37,7 +37,7 @@ import attrs
 import httpx
 
 from moraleval.errors import DataError
-from moraleval.util.files import sha256_file
+from moraleval.util.files import current_umask, sha256_file
 
 ENV_DATA_HOME = "MORALEVAL_DATA_HOME"
 ENV_GITHUB_RAW_BASE = "MORALEVAL_GITHUB_RAW_BASE"
@@ -396,6 +396,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _download_once(client: httpx.Client, f: FetchFile, dest: Path, emit: ProgressCallback) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.fchmod(fd, 0o666 & ~current_umask())  # a data file like any other, not mkstemp's 0600
     tmp = Path(tmp_name)
     try:
         h = hashlib.sha256()
@@ -445,7 +446,6 @@ def _download_once(client: httpx.Client, f: FetchFile, dest: Path, emit: Progres
                       "Do not just replace the pinned hash unless you have verified the new file"),
                 actual_sha256=actual,
             ))
-        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
         return size
     finally:

@@ -47,17 +47,11 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
         raise DataError(f"{path}: the file is empty", hint="restore the file (e.g. fetch it again)")
     if fmt == "jsonl":
         rows = []
-        for lineno, line in enumerate(data.splitlines(), 1):
+        # lines end at "\n" (and "\r\n") only: U+2028, U+2029 and U+0085 are valid inside a JSON string
+        for lineno, line in enumerate(data.split("\n"), 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
-                                hint="a .jsonl file holds one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: a jsonl row must be a JSON object")
-            rows.append(row)
+            rows.append(_jsonl_row(path, lineno, line[:-1] if line.endswith("\r") else line))
         return rows
     delimiter = "\t" if fmt == "tsv" else ","
     reader = csv.reader(io.StringIO(data, newline=""), delimiter=delimiter)
@@ -78,6 +72,39 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
         raise DataError(f"{path}: the file has a header line but no rows", hint="restore the file (e.g. fetch it "
                                                                                  "again)")
     return rows
+
+
+#: a row nested deeper than this is refused (BBQ's rows nest 3 levels); report folders hold rows at this depth
+MAX_ROW_DEPTH = 200
+
+
+def _jsonl_row(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
+                        hint="a .jsonl file holds one JSON object per line") from None
+    except RecursionError:
+        raise DataError(f"{path}:{lineno}: the row is nested more than {MAX_ROW_DEPTH} levels deep") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{lineno}: a jsonl row must be a JSON object")
+    if "\\u" in line or "\\U" in line:  # only an escape can make a lone surrogate (UTF-8 text cannot hold one)
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{path}:{lineno}: a string holds the escape \\u{ord(exc.object[exc.start]):04x}, "
+                            "half of a surrogate pair, which is not a character",
+                            hint="write the character itself, or both halves of its pair (\\ud83d\\ude00)") from None
+    stack = [(row, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_ROW_DEPTH:
+            raise DataError(f"{path}:{lineno}: the row is nested more than {MAX_ROW_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return row
 
 
 def convert_number(value: Any) -> Any:

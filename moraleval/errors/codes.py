@@ -487,10 +487,12 @@ _ENTRIES = [
          "Use method percentile or bca; keep one `bootstrap` line for the spec and at most one "
          "`bootstrap on TASK unit ...` per task.\n"
          "bootstrap resamples 2000 method bca"),
-    Code("E181", "too few resamples",
-         "The bootstrap has fewer than 100 resamples, too few for a confidence interval.",
+    Code("E181", "resamples out of range",
+         "The bootstrap has fewer than 100 resamples, too few for a confidence interval, or more than 100,000, "
+         "which no interval needs (the count is kept in report.json, and a report whose count is out of range is "
+         "refused when it is read back).",
          "bootstrap resamples 50",
-         "Use 1000 or more (the default is 2000).\n"
+         "Use 1000 to 10000 (the default is 2000).\n"
          "bootstrap resamples 2000"),
     Code("E182", "confidence level out of range",
          "The bootstrap's `level` is not strictly between 0 and 1 (it is a fraction, not a percentage).",

@@ -19,6 +19,7 @@ Layout: one file ``responses.sqlite3`` in the cache directory, which is ``--cach
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,12 +30,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Iterator, Union
 
 from moraleval.backend import GenerateResult, ScoreResult, canonical_json, model_key
 from moraleval.errors import RunError
 
-__all__ = ["CACHE_ENV", "FORMAT_VERSION", "ResponseCache", "Result", "default_cache_dir", "model_key"]
+__all__ = ["CACHE_ENV", "CacheError", "FORMAT_VERSION", "ResponseCache", "Result", "cache_problem",
+           "default_cache_dir", "model_key"]
 
 CACHE_ENV = "MORALEVAL_CACHE"
 FILENAME = "responses.sqlite3"
@@ -128,15 +130,85 @@ def _retry_while_locked(step: Any) -> None:
         pause = min(pause * 2, 0.25)
 
 
-def _unopenable(path: str, exc: BaseException) -> RunError:
+class CacheError(RunError):
+    """The response cache cannot be read or written (damaged, read-only, not permitted, locked, its disk full):
+    not the backend's failure, and each cause with its own fix (exit code 4, like every run failure)."""
+
+
+_NOT_DAMAGED = "The file is not damaged: do not delete it (it holds every answer computed so far)"
+
+
+def cache_problem(path: str, exc: BaseException, doing: str = "used") -> CacheError:
+    """What SQLite's error ``exc`` means for the user, named by cause: "damaged" (and "delete it") only when the
+    file is damaged; permissions, a read-only file, a full disk and a lock each as what they are."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc).lower()
     if _is_lock(exc):
-        return RunError(f"the response cache {path} stayed locked by another process for "
-                        f"{_BUSY_TIMEOUT_MS / 1000:g} s: {exc}",
-                        hint="another moraleval (or a tool holding the file open) is using this cache; wait for "
-                             "it, or pass another --cache DIR. The file is not damaged: do not delete it")
-    return RunError(f"the response cache {path} cannot be opened: {exc}",
-                    hint="the file is damaged or not a moraleval cache; delete it (it is only a cache and will be "
-                         "rebuilt) or pass another --cache DIR")
+        return CacheError(f"the response cache {path} stayed locked by another process for "
+                          f"{_BUSY_TIMEOUT_MS / 1000:g} s: {exc}",
+                          hint="another moraleval (or a tool holding the file open) is using this cache; wait for "
+                               f"it, or pass another --cache DIR. {_NOT_DAMAGED}")
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return CacheError(f"the response cache {path} is damaged ({exc}), found when it was {doing}",
+                          hint="delete it (it only holds answers already computed: they are computed again) or pass "
+                               "another --cache DIR; `sqlite3 FILE .recover` may save the answers it still holds")
+    if primary == sqlite3.SQLITE_READONLY or "readonly" in text or "read-only" in text:
+        return CacheError(f"the response cache {path} is read-only ({exc}): new answers cannot be stored",
+                          hint="make the file and its folder writable (SQLite also writes FILE-wal and FILE-shm "
+                               f"beside it), or pass another --cache DIR. {_NOT_DAMAGED}")
+    if primary in (sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH, sqlite3.SQLITE_CANTOPEN) or "permission" in text \
+            or "unable to open" in text:
+        return CacheError(f"the response cache {path} cannot be opened: permission denied, or its folder cannot "
+                          f"be written ({exc})",
+                          hint="check the permissions of the file and its folder (SQLite writes FILE-wal and "
+                               f"FILE-shm beside it), or pass another --cache DIR. {_NOT_DAMAGED}")
+    room = _out_of_room(path) if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "full" in text else None
+    if room is not None or primary == sqlite3.SQLITE_FULL or "full" in text:
+        from moraleval.util.outdir import disk_of
+
+        return CacheError(f"the response cache {path} cannot grow: "
+                          + (room or f"the disk holding it is full ({disk_of(path)})") + "; new answers cannot be "
+                          "stored",
+                          hint="free some space (or raise `ulimit -f`) and run the same command again: what is "
+                               f"stored is reused; or pass --cache DIR on another disk. {_NOT_DAMAGED}")
+    if primary == sqlite3.SQLITE_IOERR:
+        from moraleval.util.outdir import disk_of
+
+        return CacheError(f"an I/O error on the response cache {path} ({exc}), on the disk {disk_of(path)}: the "
+                          "disk may be failing or gone (a network share that went away)",
+                          hint="check the disk, then run the same command again; or pass another --cache DIR")
+    return CacheError(f"the response cache {path} failed when it was {doing}: {exc}",
+                      hint="pass another --cache DIR to go on; run with --debug to see where it failed")
+
+
+def _out_of_room(path: str) -> str | None:
+    """Why a write to the cache found no room, when it is that: this process's file-size limit (``ulimit -f``;
+    SQLite reports it as an I/O error) or a disk with almost no free space; None otherwise."""
+    from moraleval.util.outdir import disk_of
+
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        sizes = [os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)]
+        if soft != resource.RLIM_INFINITY and sizes and max(sizes) + 65536 >= soft:
+            return (f"this process's file-size limit (ulimit -f: {soft:,} bytes) is reached, on the disk "
+                    f"{disk_of(path)}")
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        import shutil
+
+        if shutil.disk_usage(os.path.dirname(path) or ".").free < 1024 * 1024:
+            return f"the disk holding it is full ({disk_of(path)})"
+    except OSError:
+        pass
+    return None
+
+
+def _unopenable(path: str, exc: BaseException) -> RunError:
+    return cache_problem(path, exc, "opened")
 
 
 class ResponseCache:
@@ -216,6 +288,14 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"ResponseCache({self.path!r})"
 
+    @contextlib.contextmanager
+    def _failures(self, doing: str) -> Iterator[None]:
+        """Any SQLite error in the block as one CacheError naming its cause (never "the backend failed")."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise cache_problem(self.path, exc, doing) from None
+
     # -- reading ----------------------------------------------------------------------------------------------
 
     def get(self, model: str, request: str, *, repair: bool = True) -> Result | None:
@@ -227,7 +307,7 @@ class ResponseCache:
         wanted = list(dict.fromkeys(requests))
         found: dict[str, Result] = {}
         bad: list[tuple[str, str]] = []
-        with self._lock:
+        with self._lock, self._failures("read"):
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start:start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -257,22 +337,25 @@ class ResponseCache:
         return found
 
     def count(self, model: str | None = None) -> int:
-        with self._lock:
+        with self._lock, self._failures("read"):
             if model is None:
                 return self._conn.execute("SELECT count(*) FROM responses").fetchone()[0]
             return self._conn.execute("SELECT count(*) FROM responses WHERE model=?", (model,)).fetchone()[0]
 
     def identity(self, model: str) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock, self._failures("read"):
             row = self._conn.execute("SELECT identity FROM models WHERE model=?", (model,)).fetchone()
         return json.loads(row[0]) if row else None
 
     # -- writing ----------------------------------------------------------------------------------------------
 
     def register_model(self, identity: dict[str, Any]) -> str:
-        """Record the identity behind a model key (for people inspecting the cache); returns the key."""
+        """Record the identity behind a model key (for people inspecting the cache); returns the key.  Writes only
+        a model not recorded yet, so a read-only cache still serves a run whose answers it holds."""
         key = model_key(identity)
-        with self._lock:
+        with self._lock, self._failures("written"):
+            if self._conn.execute("SELECT 1 FROM models WHERE model=?", (key,)).fetchone():
+                return key
             self._conn.execute("INSERT OR IGNORE INTO models(model, identity) VALUES (?, ?)",
                                (key, canonical_json(identity)))
         return key
@@ -290,7 +373,7 @@ class ResponseCache:
             rows.append((model, request, kind, value, _checksum(model, request, kind, value)))
         if not rows:
             return
-        with self._lock:
+        with self._lock, self._failures("written"):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -302,5 +385,5 @@ class ResponseCache:
             conn.execute("COMMIT")
 
     def delete(self, model: str, request: str) -> None:
-        with self._lock:
+        with self._lock, self._failures("written"):
             self._conn.execute("DELETE FROM responses WHERE model=? AND request=?", (model, request))

@@ -32,11 +32,12 @@ import attrs
 
 from moraleval.backend import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, model_key, request_hash
 from moraleval.errors import BackendError, MoralevalError, RunError, RunInterrupted
-from moraleval.execute.cache import Result, ResponseCache, decode_result, encode_result, result_kind
+from moraleval.execute.cache import CacheError, Result, ResponseCache, decode_result, encode_result, result_kind
 from moraleval.execute.eta import prompt_chars
 from moraleval.execute.progress import make_progress
 from moraleval.plan.select import select_requests
 from moraleval.plan.types import Plan, PlanRequest, RequestOutcome
+from moraleval.util.signals import interrupt_requested
 
 __all__ = ["LOGPROB_DECIMALS", "RunInterrupted", "RunOutcomes", "RunStats", "StageStats", "normalise_result",
            "round_logprob", "run_plan"]
@@ -186,6 +187,9 @@ class _Run:
         self.blocked: set[str] = set()  # dry run: keys whose generated text is not known
         self.scores: dict[str, ScoreResult] = {}
         self.stored_now = 0
+        # a cache failure inside a backend's on_result callback, kept here: a backend may wrap what its callback
+        # raised, and the user must hear about the cache (its fix), not "the backend failed"
+        self.cache_failure: CacheError | None = None
 
     def run(self) -> RunOutcomes:
         groups = [self.requests]
@@ -266,6 +270,8 @@ class _Run:
             hint = getattr(self.backend, "call_size", None)
             step = max(self.batch_size, int(hint(stage.kind)) if callable(hint) else 0)
             for start in range(0, len(missing), step):
+                if interrupt_requested():
+                    raise KeyboardInterrupt
                 batch = missing[start:start + step]
                 self._call(stage, call, batch, [unique[h] for h in batch], results, task)
         return {key: results[h] for h, (key, _req) in zip(hashes, pairs) if h in results}
@@ -275,10 +281,16 @@ class _Run:
         done: set[int] = set()
 
         def on_result(i: int, result: Result) -> None:
+            if interrupt_requested():  # Ctrl-C whose KeyboardInterrupt was lost on the way (util.signals)
+                raise KeyboardInterrupt
             if i in done or not 0 <= i < len(requests):
                 return
             value = normalise_result(result, requests[i])
-            self.cache.put(self.model, hashes[i], value)
+            try:
+                self.cache.put(self.model, hashes[i], value)
+            except CacheError as exc:
+                self.cache_failure = exc
+                raise
             stage.work += value.n_tokens if isinstance(value, GenerateResult) else prompt_chars(requests[i])
             done.add(i)
             results[hashes[i]] = value
@@ -358,6 +370,8 @@ def run_plan(plan: Plan, backend: Any, *, cache: ResponseCache | str | None = No
             raise
         except (MoralevalError, Exception) as exc:  # backend failures of any kind
             run.progress.close()
+            if run.cache_failure is not None:  # the cache failed inside the backend's call, whatever it said
+                raise run.cache_failure from None
             run.count_complete()
             detail = exc.message if isinstance(exc, MoralevalError) else f"{type(exc).__name__}: {exc}"
             raise RunError(run.failure_message(f"the backend failed: {detail}"), hint=_RESUME_HINT) from exc

@@ -458,6 +458,12 @@ BOOT_METHODS: dict[str, Word] = _words(
 #: prompts does not fit in any memory; a thousand Ray workers is a cluster no single driver should start).
 RUN_COUNT_LIMITS: dict[str, tuple[int, int, int]] = {"batch_size": (1, 65_536, 8), "workers": (1, 4_096, 2)}
 
+#: the bootstrap's resamples (`bootstrap resamples N`): fewer than 100 give no usable interval; more than 100,000
+#: add nothing a report can show (the Monte Carlo error of a 95% percentile bound is already below 0.001 of its
+#: spread) and cost memory in proportion (B x units per estimate, in the run and in `moraleval diff`).  A report
+#: folder's report.json is held to the same range.
+BOOTSTRAP_RESAMPLES: tuple[int, int] = (100, 100_000)
+
 
 def browser_names() -> dict[str, list[int]]:
     """The functions the sample browser recounts, with their arities (embedded in report.html)."""
@@ -474,6 +480,6 @@ def function_table_markdown() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AGGREGATE", "BOOT_METHODS", "CHOICE", "CORRECTIONS", "DEFAULT_LOG_BASE", "ELEMENTWISE", "FUNCTIONS",
-           "Function", "LIST", "REGRESSION", "Recipe", "RUN_COUNT_LIMITS", "TERM", "TESTS", "TYPES", "VECTOR", "Why",
-           "Word", "browser_names", "function_table_markdown", "functions_of", "weighted_quantile"]
+__all__ = ["AGGREGATE", "BOOTSTRAP_RESAMPLES", "BOOT_METHODS", "CHOICE", "CORRECTIONS", "DEFAULT_LOG_BASE", "ELEMENTWISE",
+           "FUNCTIONS", "Function", "LIST", "REGRESSION", "Recipe", "RUN_COUNT_LIMITS", "TERM", "TESTS", "TYPES", "VECTOR",
+           "Why", "Word", "browser_names", "function_table_markdown", "functions_of", "weighted_quantile"]

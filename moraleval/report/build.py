@@ -95,10 +95,17 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+# characters that Python's str.splitlines() (and some editors and terminals) treat as line breaks although JSON
+# allows them raw inside strings: written as escapes, so that one JSON value stays one line of samples.jsonl
+# for every reader
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
-    """The report's JSON text: sorted keys, deterministic floats, UTF-8 kept."""
+    """The report's JSON text: sorted keys, deterministic floats, UTF-8 kept (except U+2028, U+2029 and U+0085,
+    written as ``\\u`` escapes: the same value, never a line break to a line-splitting reader)."""
     return json.dumps(jsonable(obj), sort_keys=True, ensure_ascii=False, allow_nan=False, indent=indent,
-                      separators=(",", ": ") if indent is not None else (",", ":"))
+                      separators=(",", ": ") if indent is not None else (",", ":")).translate(_LINE_BREAKS)
 
 
 # -- building report.json -------------------------------------------------------------------------------------

@@ -25,11 +25,14 @@ from moraleval.report.per_sample import NotEvaluable, evaluate, find_calls, samp
 from moraleval.util import numbers
 
 __all__ = ["DIFFERENCE_KINDS", "PALETTE", "TESTED_FAMILIES", "comparison_panels", "estimate_panels", "quantity",
-           "task_figures"]
+           "task_figures", "why_not_drawn"]
 
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+# text.parse_math off: every label comes from data, the spec or report.json, and a `$` there (a price tier "$$",
+# "income $50k-$75k") is text, never mathtext (which dropped the dollars or failed the whole report)
 _RC = {"svg.hashsalt": "moraleval", "svg.fonttype": "path", "font.size": 8, "axes.spines.top": False,
-       "axes.spines.right": False, "axes.titlesize": 8.5, "axes.labelsize": 8, "legend.fontsize": 7.5}
+       "axes.spines.right": False, "axes.titlesize": 8.5, "axes.labelsize": 8, "legend.fontsize": 7.5,
+       "text.parse_math": False}
 MAX_PER_ROW = 4
 
 
@@ -107,15 +110,26 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(text))
 
 
-def task_figures(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every figure: {task, file, caption, svg, title}."""
+def task_figures(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every figure: {task, file, caption, svg, title}.  A figure that cannot be drawn is left out and said in
+    ``skipped`` ("task: why"), never the whole report."""
     figs = []
     for task in (report.get("tasks") or {}):
-        for f in (_estimate_figure(report, task), _comparison_figure(report, task)):
-            if f is not None:
-                figs.append(f)
-        figs.extend(_scatter_figures(report, samples, task))
+        for draw in (lambda: [_estimate_figure(report, task), _comparison_figure(report, task)],
+                     lambda: _scatter_figures(report, samples, task)):
+            try:
+                figs.extend(f for f in draw() if f is not None)
+            except Exception as exc:  # noqa: BLE001 - a figure is an illustration; the numbers are in the tables
+                if skipped is not None:
+                    skipped.append(f"{task}: {why_not_drawn(exc)}")
     return figs
+
+
+def why_not_drawn(exc: BaseException) -> str:
+    """An exception as one short line (matplotlib's parser errors span several)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}" + (f": {first[:200]}" if first else "")
 
 
 def _glabel(group: Mapping[str, Any] | None) -> str:

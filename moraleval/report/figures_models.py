@@ -10,8 +10,9 @@ from typing import Any, Sequence
 __all__ = ["metric_vs_models"]
 
 # deterministic SVG: a fixed hash salt, no date or creator, text as paths
+# no mathtext: model names, conditions and metric names are text (a `$` in them is a dollar sign)
 _RC = {"svg.hashsalt": "moraleval", "svg.fonttype": "path", "font.size": 9, "axes.spines.top": False,
-       "axes.spines.right": False}
+       "axes.spines.right": False, "text.parse_math": False}
 
 
 def _svg(fig: Any) -> str:

@@ -10,10 +10,12 @@ files an earlier manifest lists (``remove_stale``), so any other file there (``f
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
+import hashlib
 import os
 import platform
 import re
+import stat
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -23,8 +25,9 @@ from moraleval.backend import model_key
 from moraleval.errors import ReportError
 from moraleval.plan.types import Plan
 from moraleval.report.build import resolve_import
-from moraleval.util.files import sha256_file
+from moraleval.report.folder import folder_path, read_manifest
 from moraleval.util.locks import LOCK_NAME
+from moraleval.util.text import for_terminal
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_JSON", "REPORT_HTML", "REPORT_JSON", "REPORT_MD", "SAMPLES_JSONL",
            "TOP_FILES", "VERSIONED_PACKAGES", "build_manifest", "build_models_manifest", "foreign_files",
@@ -171,12 +174,10 @@ def previous_outputs(out: Path) -> set[str]:
     """The report files an earlier run recorded in ``out/manifest.json`` (read before it is replaced): the files
     moraleval owns there.  No manifest, or an unreadable one: none."""
     try:
-        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
-        names = manifest.get("outputs") or {}
-    except (OSError, ValueError, AttributeError):
+        manifest = read_manifest(out)
+    except ReportError:
         return set()
-    if not isinstance(names, Mapping):
-        return set()
+    names = (manifest or {}).get("outputs") or {}
     return {n for n in names if isinstance(n, str) and is_report_output(n)}
 
 
@@ -220,65 +221,142 @@ def remove_stale(out: Path, previous: Iterable[str], current: Iterable[str]) -> 
 
 def verify_report(out_dir: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None) -> list[str]:
     """Re-hash the spec, its imports, the data files, the model files and the report outputs against the
-    manifest.  Returns the problems found; an empty list means the report still matches its inputs.
+    manifest.  Returns the problems found (printable: names from the manifest are escaped for a terminal); an
+    empty list means the report still matches its inputs.
 
     ``data_root`` looks for the data files there instead of the data root recorded in the manifest (data that
-    moved, another machine)."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise ReportError(f"{out} does not exist (or is not a directory): there is no report to verify",
-                          hint="pass the directory `moraleval run` wrote, e.g. reports/<spec name>/")
+    moved, another machine).  The manifest is untrusted: an output it names must be a report file inside the
+    folder (``plots/x.svg``, never ``../../etc/passwd``), a data file must stay inside the data root, and only
+    plain files are opened (never a FIFO or a device, which would block or never end); the hash of a file outside
+    the report folder is compared, never printed."""
+    out = folder_path(out_dir, what="report to verify")
     try:
-        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{out} has no {MANIFEST_JSON}: it is not a moraleval report directory, so nothing "
-                          "can be verified", hint="pass the directory `moraleval run` wrote") from None
-    except json.JSONDecodeError as exc:
-        return [f"{out / MANIFEST_JSON} is not valid JSON: {exc}"]
+        manifest = read_manifest(out, missing_ok=True)
+    except ReportError as exc:
+        return [exc.message]
+    if manifest is None:
+        raise ReportError(f"{for_terminal(out)} has no {MANIFEST_JSON}: it is not a moraleval report directory, so "
+                          "nothing can be verified", hint="pass the directory `moraleval run` wrote")
     problems: list[str] = []
+    hashed: dict[tuple[int, int, int, int], str] = {}
 
-    def check(label: str, path: Path, expected: str | None) -> None:
-        if not path.is_file():
-            problems.append(f"{label} {path} is missing")
-            return
-        got = sha256_file(path)
-        if got != expected:
-            problems.append(f"{label} {path} changed: sha256 {got} != {expected} (manifest)")
+    def check(label: str, path: Path, expected: str | None, *, inside: bool = False) -> None:
+        shown = for_terminal(path)
+        got, why = _hash_plain(path, hashed, nofollow=inside)
+        if why is not None:
+            problems.append(f"{label} {shown} {why}")
+        elif got != expected:
+            problems.append(f"{label} {shown} changed: sha256 {got} != {for_terminal(expected)} (manifest)" if inside
+                            else f"{label} {shown} changed: its sha256 differs from the manifest's "
+                                 f"{for_terminal(expected)}")
 
     spec = manifest.get("spec") or {}
     if spec.get("path"):
         check("spec", Path(spec["path"]), spec.get("sha256"))
-    for imp in manifest.get("imports", []):
+    for imp in manifest.get("imports") or []:
         check("imported spec", Path(imp.get("resolved") or imp["path"]), imp.get("sha256"))
-    root = Path(data_root) if data_root is not None else Path(manifest.get("data_root", "."))
+    root = Path(data_root) if data_root is not None else Path(manifest.get("data_root") or ".")
     for rel, sha in (manifest.get("data_files") or {}).items():
-        check("data file", root / rel, sha)
+        bad = _outside(root, rel)
+        if bad:
+            problems.append(f"data file {for_terminal(rel)} {bad}: not checked")
+        else:
+            check("data file", root / rel, sha)
     for path, sha in (manifest.get("model_files") or {}).items():
         if os.path.isabs(path):
             check("model file", Path(path), sha)
+    plots_link = (out / "plots").is_symlink()
     for name, sha in (manifest.get("outputs") or {}).items():
-        check("output", out / name, sha)
+        if not is_report_output(name):
+            problems.append(f"{MANIFEST_JSON} names an output {for_terminal(name)!s} that is not a report file "
+                            "inside the folder: not checked")
+        elif "/" in name and plots_link:
+            problems.append(f"output {for_terminal(out / name)} is in plots/, which is a symbolic link out of the "
+                            "report folder: not checked")
+        else:
+            check("output", out / name, sha, inside=True)
     return problems
 
 
+def _outside(root: Path, rel: str) -> str | None:
+    """Why the data file ``rel`` is not under ``root`` (None when it is): the data reader's own rules."""
+    if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        return "is an absolute path, not one inside the data root"
+    if ".." in Path(rel).parts:
+        return "leaves the data root ('..')"
+    try:
+        real_root, real = os.path.realpath(root), os.path.realpath(root / rel)
+    except (OSError, ValueError):
+        return "cannot be resolved"
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return "resolves outside the data root (a symbolic link)"
+    return None
+
+
+def _hash_plain(path: Path, seen: dict[tuple[int, int, int, int], str], *, nofollow: bool
+                ) -> tuple[str | None, str | None]:
+    """(sha256, None) of a plain file, or (None, why not): missing, a link (``nofollow``: inside the report folder),
+    a directory, a FIFO or a device (never opened for reading: it could block or never end), unreadable."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None, "is missing"
+    except NotADirectoryError:
+        return None, "is missing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and nofollow:
+            return None, "is a symbolic link (a report folder holds its own files): not checked"
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        return None, "is not a valid path"
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return None, "is a directory, not a file"
+        if not stat.S_ISREG(st.st_mode):
+            return None, "is not a regular file (a FIFO, socket or device): not checked"
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in seen:
+            h = hashlib.sha256()
+            with os.fdopen(os.dup(fd), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            seen[key] = h.hexdigest()
+        return seen[key], None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+
+
+#: at most this many foreign files are listed by name (a folder with a million stray files says how many more)
+MAX_FOREIGN_LISTED = 200
+
+
 def foreign_files(out_dir: str | os.PathLike[str]) -> list[str]:
-    """Files in a report directory that its manifest does not list (relative names, sorted): not written by
-    moraleval, so neither checked by ``verify`` nor ever deleted by a rerun.  No manifest: empty."""
+    """Files in a report directory that its manifest does not list (relative names, sorted, escaped for a
+    terminal): not written by moraleval, so neither checked by ``verify`` nor ever deleted by a rerun.  No
+    manifest, or a damaged one: empty.  Links are listed, never followed."""
     out = Path(out_dir)
     try:
-        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
-        listed = set((manifest.get("outputs") or {}) if isinstance(manifest, dict) else ())
-    except (OSError, ValueError, AttributeError):
+        manifest = read_manifest(out)
+    except ReportError:
         return []
-    listed |= {MANIFEST_JSON, LOCK_NAME}
+    if manifest is None:
+        return []
+    listed = set(manifest.get("outputs") or {}) | {MANIFEST_JSON, LOCK_NAME}
     found = []
-    for path in sorted(out.rglob("*")):
-        try:
-            if path.is_dir() and not path.is_symlink():
-                continue
-        except OSError:
-            pass
-        rel = path.relative_to(out).as_posix()
-        if rel not in listed:
-            found.append(rel)
-    return found
+    for folder, dirs, files in os.walk(out, followlinks=False):
+        base = Path(folder)
+        for name in [*files, *(d for d in dirs if (base / d).is_symlink())]:
+            rel = (base / name).relative_to(out).as_posix()
+            if rel not in listed:
+                found.append(rel)
+    found.sort()
+    shown = [for_terminal(n) for n in found[:MAX_FOREIGN_LISTED]]
+    if len(found) > MAX_FOREIGN_LISTED:
+        shown.append(f"... and {len(found) - MAX_FOREIGN_LISTED:,} more")
+    return shown

@@ -13,15 +13,15 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from moraleval.language.vocabulary import browser_names
 from moraleval.report import page as pg
-from moraleval.report.figures import task_figures
-from moraleval.report.labels import expr_source
+from moraleval.report.figures import task_figures, why_not_drawn
+from moraleval.report.labels import code_for_markdown, expr_source, text_for_markdown
 from moraleval.report.models import across_figures
 
-__all__ = ["browser_data", "render_html", "render_markdown", "render_pages"]
+__all__ = ["browser_data", "render_html", "render_markdown", "render_pages", "render_served_page"]
 
 PAGE_SIZE = 50
 
@@ -40,10 +40,12 @@ def _env(kind: str) -> Any:
     if kind == "html":
         return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
                                   keep_trailing_newline=True)
-    # Markdown: every interpolated value is one table cell or one line, so `|` and newlines are escaped
-    return jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True,
-                              finalize=lambda v: str(v).replace("|", "\\|").replace("\n", " ")
-                              if isinstance(v, str) else v)
+    # Markdown: every interpolated value is one table cell or one line, and text from data, the spec or
+    # report.json must stay text (no raw HTML, links or code spans): labels.text_for_markdown; `| code` for a
+    # code span
+    env = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True, finalize=text_for_markdown)
+    env.filters["code"] = code_for_markdown
+    return env
 
 
 def _script_json(obj: Any) -> str:
@@ -120,14 +122,32 @@ def render_html(page: Mapping[str, Any], figs: Sequence[Mapping[str, Any]], data
         js=_static("browser.js"), data=_script_json(data))
 
 
+def _figures(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], several: bool,
+             log: Callable[[str], None] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(task figures, across-model figures); a figure that cannot be drawn is left out with a warning to ``log``
+    ("a figure was left out ..."), never the page."""
+    skipped: list[str] = []
+    figs = task_figures(report, samples, skipped)
+    across_figs = []
+    if several:
+        try:
+            across_figs = across_figures(report)
+        except Exception as exc:  # noqa: BLE001 - figures illustrate; the across-model table has the numbers
+            skipped.append(f"across models: {why_not_drawn(exc)}")
+    for what in skipped:
+        if log is not None:
+            log(f"warning: a figure was left out of the report ({what})")
+    return figs, across_figs
+
+
 def render_pages(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
-                 manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None
-                 ) -> dict[str, bytes]:
+                 manifest: Mapping[str, Any] | None = None, *, samples_bytes: int | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """{relative file name: bytes} for report.md, report.html and plots/*.svg, of a one-model report or, led by
-    the across-model view and its figures, of a several-model one."""
+    the across-model view and its figures, of a several-model one.  A figure that cannot be drawn is left out with
+    a warning to ``log``; the pages are still written."""
     page = pg.page_model(report, samples, manifest, samples_bytes=samples_bytes)
-    figs = task_figures(report, samples)
-    across_figs = across_figures(report) if page["across"] is not None else []
+    figs, across_figs = _figures(report, samples, page["across"] is not None, log)
     files: dict[str, bytes] = {}
     for f in [*figs, *across_figs]:
         files[str(Path("plots") / f["file"])] = f["svg"].encode("utf-8")
@@ -136,3 +156,20 @@ def render_pages(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]
                                                                   flags=page["flags_by_est"]),
                                        across_figs).encode("utf-8")
     return files
+
+
+def render_served_page(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                       manifest: Mapping[str, Any] | None = None, *, log: Callable[[str], None] | None = None
+                       ) -> tuple[bytes, str]:
+    """report.html as ``moraleval view`` serves it: rendered here from the folder's data (never the folder's own
+    report.html), its sample browser asking the server for rows instead of embedding them; with the
+    Content-Security-Policy source of its one script (``'sha256-...'``), for the server's header."""
+    import base64
+    import hashlib
+
+    page = dict(pg.page_model(report, samples, manifest), embed=False)
+    figs, across_figs = _figures(report, samples, page["across"] is not None, log)
+    html = render_html(page, figs, browser_data(report, samples, embed=False, flags=page["flags_by_est"]),
+                       across_figs)
+    digest = base64.b64encode(hashlib.sha256(_static("browser.js").encode("utf-8")).digest()).decode("ascii")
+    return html.encode("utf-8"), f"'sha256-{digest}'"

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ from moraleval.util.outdir import os_error_reason
 LOCK_NAME = ".moraleval.lock"
 WORK_LOCK = ".in-use.lock"  # inside a work folder: held while the folder is in use
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_MAX_LOCK_BYTES = 4096  # a holder record is one short JSON line
 
 
 def _holder_info() -> dict[str, object]:
@@ -74,10 +77,15 @@ def _try_flock(fd: int) -> bool | None:
 
 
 def _read_holder(path: Path) -> dict[str, object]:
-    """What the holder wrote (it writes right after locking: a reader may come in between, so try briefly)."""
+    """What the holder wrote (it writes right after locking: a reader may come in between, so try briefly).
+    Never follows a link, reads at most 4 kB."""
     for _ in range(20):
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            try:
+                text = os.pread(fd, _MAX_LOCK_BYTES, 0).decode("utf-8", errors="replace")
+            finally:
+                os.close(fd)
             if text.strip():
                 info = json.loads(text)
                 if isinstance(info, dict):
@@ -86,6 +94,29 @@ def _read_holder(path: Path) -> dict[str, object]:
             pass
         time.sleep(0.01)
     return {}
+
+
+def _is_holder_record(data: bytes) -> bool:
+    """Whether ``data`` is what a holder writes into a lock file (empty, or one JSON object naming a pid): the
+    only contents moraleval truncates.  Anything else is not our file, so it is left alone."""
+    if not data.strip():
+        return True
+    if len(data) >= _MAX_LOCK_BYTES:
+        return False
+    try:
+        info = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and set(info) <= {"pid", "host", "started", "command"} and "pid" in info
+
+
+class NotALockFile(OSError):
+    """The lock file's name is taken by something that is not a moraleval lock file (a link, a hard link to
+    another file, a device, a file with other contents): nothing is truncated or written."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(errno.EEXIST, f"{path} {reason}")
+        self.reason = f"{path.name} {reason}"
 
 
 class DirLock:
@@ -104,7 +135,7 @@ class DirLock:
             self.why_not = "file locks are not available on this system"
             return None
         for _ in range(50):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = self._open()
             got = _try_flock(fd)
             if got is None:
                 os.close(fd)
@@ -116,23 +147,51 @@ class DirLock:
             # the file may have been unlinked by the holder releasing it between our open() and flock(): then we
             # hold a lock on a file nobody else will open; start again on the one at the path
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                same = os.path.samestat(os.fstat(fd), os.lstat(self.path))
             except FileNotFoundError:
                 same = False
             if not same:
                 os.close(fd)
                 continue
+            # ours to overwrite only if it holds what a holder writes (we hold the lock: nobody writes meanwhile)
+            if not _is_holder_record(os.pread(fd, _MAX_LOCK_BYTES, 0)):
+                os.close(fd)
+                raise NotALockFile(self.path, "is not a moraleval lock file (it holds something else), so it is "
+                                              "left as it is")
             os.ftruncate(fd, 0)
-            os.write(fd, (json.dumps(_holder_info()) + "\n").encode("utf-8"))
+            os.pwrite(fd, (json.dumps(_holder_info()) + "\n").encode("utf-8"), 0)
             self._fd, self.locked = fd, True
             return None
         raise OSError(errno.EAGAIN, f"could not lock {self.path}: it keeps being replaced")
+
+    def _open(self) -> int:
+        """The lock file, opened (created when missing) without following a link, and checked to be a plain file
+        with no other name: a planted link or hard link must not make us write into another file."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_NONBLOCK", 0), 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotALockFile(self.path, "is a symbolic link (moraleval does not follow links in a report "
+                                              "folder)") from None
+            raise
+        st = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        elif st.st_nlink != 1:
+            problem = "has other names (a hard link to another file)"
+        if problem is not None:
+            os.close(fd)
+            raise NotALockFile(self.path, problem + ", so it is left as it is")
+        return fd
 
     def release(self) -> None:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.unlink(self.path)  # while still holding it (see acquire)
+            if os.path.samestat(os.fstat(self._fd), os.lstat(self.path)):
+                os.unlink(self.path)  # while still holding it (see acquire)
         os.close(self._fd)
         self._fd, self.locked = None, False
 
@@ -150,6 +209,10 @@ def lock_dir(directory: str | os.PathLike[str], *, label: str) -> DirLock:
     lock = DirLock(directory)
     try:
         holder = lock.acquire()
+    except NotALockFile as exc:  # a planted link or someone else's file at the lock's name: nothing is touched
+        raise OutputDirError(f"{label} cannot be locked for writing: {exc.reason}",
+                             hint=f"remove {lock.path} if it is not yours to keep, or give another directory"
+                             ) from None
     except OSError as exc:  # a read-only or vanished directory: the user's to fix, in one sentence
         raise OutputDirError(f"{label} cannot be locked for writing: {os_error_reason(exc)}",
                              hint="give a directory you can write to") from None

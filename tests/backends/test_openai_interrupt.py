@@ -84,3 +84,37 @@ def test_a_signal_during_a_hung_request_stops_the_run_at_once(tmp_path, signum, 
     assert (tmp_path / "out" / "report.json").is_file()
     if where == "completions":
         assert "1 cached" in done.stderr or "2 cached" in done.stderr  # what finished before the signal is reused
+
+
+def test_a_run_started_with_sigint_ignored_still_stops_on_sigint(tmp_path):
+    """The window of issue #24's lost Ctrl-C: a process started with SIGINT ignored (a background job of a shell
+    script without job control, a CI runner) inherits SIG_IGN, Python keeps it, and the run went on to its end
+    on ``kill -INT``.  The command line now installs its own SIGINT handler, and says at once that it got it."""
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    (tmp_path / "data" / "tiny" / "items.jsonl").write_bytes(_tiny_items_bytes())
+    with FakeServer() as srv:
+        hung = threading.Event()
+
+        def fault(n, path, body):
+            if path.endswith("completions") and n > 2:
+                hung.set()
+                return ("sleep", 60)
+            return None
+
+        srv.fault = fault
+        spec = tmp_path / "s.me"
+        spec.write_text(SPEC.format(sha=TINY_ITEMS_SHA256, url=srv.base_url), encoding="utf-8")
+        cmd = [sys.executable, "-m", "moraleval", "run", str(spec), "--data", str(tmp_path / "data"),
+               "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--no-progress"]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            assert hung.wait(60), p.communicate(timeout=5)
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert p.returncode == 130, err
+    assert "moraleval: SIGINT received, stopping (what is answered is kept)" in err and "Traceback" not in err

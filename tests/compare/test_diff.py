@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _models_support import salted_spec  # noqa: E402
 
 from moraleval.cli import main  # noqa: E402
-from moraleval.compare import DiffError, diff_reports, parse_gate  # noqa: E402
+from moraleval.compare import DiffError, parse_gate  # noqa: E402
+from moraleval.report import diff_reports  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_env_data")
 

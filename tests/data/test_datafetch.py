@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 from pathlib import Path
@@ -396,3 +397,15 @@ def test_unwritable_root_is_a_data_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(DataError, match="cannot create the data root"):
         fetch_files([FetchFile("a", "http://127.0.0.1/a", sha(ALPHA))], blocker / "data")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_fetched_files_honour_the_umask(httpserver, root, umask, mode):
+    """A downloaded data file gets the permissions of any file the user creates, not mkstemp's 0600 (#24)."""
+    httpserver.expect_request("/a").respond_with_data(ALPHA)
+    old = os.umask(umask)
+    try:
+        report = fetch_files([FetchFile("bbq/a.jsonl", httpserver.url_for("/a"), sha(ALPHA))], root, backoff=0)
+    finally:
+        os.umask(old)
+    assert report.ok and oct((root / "bbq" / "a.jsonl").stat().st_mode & 0o777) == oct(mode)

@@ -100,7 +100,7 @@ class TestCorruption:
 
     def test_not_a_database(self, tmp_path: Path) -> None:
         (tmp_path / FILENAME).write_bytes(b"this is not sqlite" * 100)
-        with pytest.raises(RunError, match="cannot be opened") as info:
+        with pytest.raises(RunError, match="is damaged") as info:
             ResponseCache(tmp_path)
         assert "delete it" in (info.value.hint or "")
 

@@ -270,7 +270,7 @@ def test_view_serves_a_big_run_and_pages_through_it(browser, tmp_path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     p = Page(browser)
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        base = server.url  # with the token `moraleval view` prints
         p.goto(base)
         assert p.total() == len(index) == 200_000
         assert p.page.locator("#rows tbody tr").count() == 50
@@ -343,3 +343,114 @@ def test_several_models_filter_and_disagree(browser, quickstart, tmp_path) -> No
         assert p.console == []
     finally:
         p.close()
+
+
+# -- names from the URL and the data are only names (issue #24) -----------------------------------------------
+
+@pytest.mark.parametrize("fragment", ["#task=constructor", "#task=__proto__", "#task=toString&g.constructor=x",
+                                      "#est=constructor", "#g.__proto__=x&condition=hasOwnProperty",
+                                      "#answer=constructor&model=__proto__&open=valueOf"])
+def test_prototype_names_in_the_url_are_just_names(browser, quickstart, fragment) -> None:
+    """`report.html#task=constructor` once broke the page (a `D.tasks[...]` lookup found Object's constructor):
+    every lookup by a name from the URL or the data is an own-property lookup."""
+    p = Page(browser)
+    try:
+        p.goto((quickstart / "report.html").as_uri() + fragment)
+        total = p.total()
+        assert p.console == [], p.console
+        assert total == (len(_samples(quickstart)) if fragment.startswith("#est") else 0)
+    finally:
+        p.close()
+
+
+def test_a_task_named_constructor_is_a_task(browser, quickstart, tmp_path) -> None:
+    from moraleval.report import dumps_json, rerender
+
+    out = tmp_path / "proto"
+    shutil.copytree(quickstart, out)
+    text = (out / "report.json").read_text().replace('"bbq_answer"', '"constructor"').replace(
+        '"category"', '"__proto__"')
+    (out / "report.json").write_text(text)
+    rows = [dict(s, task="constructor" if s["task"] == "bbq_answer" else s["task"],
+                 values={("__proto__" if k == "category" else k): v for k, v in s["values"].items()})
+            for s in _samples(quickstart)]
+    (out / "samples.jsonl").write_text("".join(dumps_json(s, indent=None) + "\n" for s in rows))
+    rerender(out)
+    p = Page(browser)
+    try:
+        p.goto((out / "report.html").as_uri() + "#task=constructor")
+        assert p.total() == sum(1 for s in rows if s["task"] == "constructor")
+        p.page.goto((out / "report.html").as_uri() + "#task=constructor&g.__proto__=sample")
+        p.wait_total(sum(1 for s in rows if s["task"] == "constructor" and s["values"].get("__proto__") == "sample"))
+        r = p.page.evaluate("window.moralevalRecount('est', 0)")
+        assert r["same"], r
+        assert p.console == [], p.console
+    finally:
+        p.close()
+
+
+def test_the_served_search_is_the_embedded_search(browser, quickstart, tmp_path) -> None:
+    """The text search of `moraleval view` (Python) and of the embedded page (JavaScript) look in the same text:
+    checked row by row against chromium's own JSON.stringify, and query by query."""
+    import http.client
+    from urllib.parse import quote, urlsplit
+
+    from moraleval.report import dumps_json, rerender
+    from moraleval.report.view import make_server, search_text
+
+    out = tmp_path / "search"
+    shutil.copytree(quickstart, out)
+    rows = [dict(s, values=dict(s["values"], f=1e-7 * (k + 1), g=2.0, h=1e21, **{"10": "ten", "2": "two"},
+                                u="ÜNÏ Straße \u2028 x"))
+            for k, s in enumerate(_samples(quickstart))]
+    (out / "samples.jsonl").write_text("".join(dumps_json(s, indent=None) + "\n" for s in rows))
+    rerender(out)
+    p = Page(browser)
+    server, index = make_server(out, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        p.goto((out / "report.html").as_uri())
+        js = p.page.evaluate("JSON.parse(document.getElementById('moraleval-data').textContent).rows"
+                             ".map(r => JSON.stringify([r.prompts, r.generated, r.values]).toLowerCase())")
+        py = [search_text(json.loads(line)) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert js == py
+        base = urlsplit(server.url).path
+        seen = set()
+        for q in ("1e-7", '"10":"ten","2":"two"', "straße", "\u2028", '"g":2,', "window.__pwned", "(b)", "zzz"):
+            c = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+            c.request("GET", base + "api/rows?limit=1&q=" + quote(q), headers={"Host": "127.0.0.1"})
+            served = json.loads(c.getresponse().read())["total"]
+            seen.add(served)
+            p.page.goto((out / "report.html").as_uri() + "#q=" + quote(q))
+            p.wait_total(served)  # the embedded page finds exactly as many
+        assert len(seen) >= 3  # the queries find different things (0, some, all)
+    finally:
+        p.close()
+        server.shutdown()
+        server.server_close()
+        index.close()
+
+
+def test_the_served_page_works_under_its_strict_policy(browser, quickstart) -> None:
+    """`moraleval view`'s own page (not the folder's report.html), under its CSP header and URL token: the
+    browser loads its rows from the API, recounts, and nothing is blocked or fails."""
+    from moraleval.report.view import make_server
+
+    server, index = make_server(quickstart, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    p = Page(browser)
+    try:
+        p.goto(server.url)
+        assert p.total() == len(_samples(quickstart))
+        p.page.select_option("select[name=task]", "bbq_answer")
+        p.wait_total(sum(1 for s in _samples(quickstart) if s["task"] == "bbq_answer"))
+        r = p.page.evaluate("window.moralevalRecount('est', 0)")
+        assert r["same"], r
+        assert p.console == [] and all(u.startswith(server.url) for u in p.requests), (p.console, p.requests)
+        p.page.goto(server.url.rsplit("/", 2)[0] + "/wrong-token/")
+        assert "needs the token" in p.page.inner_text("body")
+    finally:
+        p.close()
+        server.shutdown()
+        server.server_close()
+        index.close()

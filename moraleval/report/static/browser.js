@@ -11,25 +11,30 @@
   var served = !D.rows && /^https?:$/.test(location.protocol);
   var rows = D.rows || null;
   var FILTERS = ["task", "model", "condition", "answer", "correct", "disagree", "q"];
+  // Every lookup by a name that comes from data, report.json or the URL is an own-property lookup: a task called
+  // "constructor" or "__proto__" (#task=constructor) must find nothing, not Object.prototype's members.
+  var HAS = Object.prototype.hasOwnProperty;
+  function own(obj, key) { return obj !== null && typeof obj === "object" && HAS.call(obj, key) ? obj[key] : undefined; }
+  function dict() { return Object.create(null); }
 
   // ---------------------------------------------------------------------------------------- derived fields
-  function answerOf(r) { var ro = r.readout || {}; var a = ro[r.choice]; return a === undefined ? null : a; }
+  function answerOf(r) { var a = own(r.readout, r.choice); return a === undefined ? null : a; }
   function label(r, v) {
     var cv = r.choice_values || [], ch = r.choices || [];
     for (var k = 0; k < cv.length; k++) if (eqv(cv[k], v)) return String(ch[k]).trim();
     return v === null || v === undefined ? "(none)" : (typeof v === "string" ? v : JSON.stringify(v));
   }
   function derive(list) {
-    var byCond = {}, byModel = {};
+    var byCond = dict(), byModel = dict();
     list.forEach(function (r) {
       var a = answerOf(r);
       r._answer = label(r, a);
-      var vals = r.values || {};
-      r._correct = (vals.label === undefined || a === null) ? null : eqv(a, vals.label);
+      var lab = own(r.values, "label");
+      r._correct = (lab === undefined || a === null) ? null : eqv(a, lab);
       var kc = [r.task, r.model || "", r.row, r.variant].join("\u0000");
       var km = [r.task, r.condition, r.row, r.variant].join("\u0000");
-      (byCond[kc] = byCond[kc] || {})[r._answer] = 1;
-      (byModel[km] = byModel[km] || {})[r._answer] = 1;
+      (byCond[kc] = byCond[kc] || dict())[r._answer] = 1;
+      (byModel[km] = byModel[km] || dict())[r._answer] = 1;
       r._kc = kc; r._km = km;
     });
     list.forEach(function (r) {
@@ -42,9 +47,9 @@
   // --------------------------------------------------------------------------------------------- URL state
   function readState() {
     var p = new URLSearchParams(location.hash.replace(/^#/, ""));
-    var s = { g: {} };
+    var s = { g: dict() };
     p.forEach(function (v, k) {
-      if (k.indexOf("g.") === 0) s.g[k.slice(2)] = v; else s[k] = v;
+      if (k.indexOf("g.") === 0) s.g[k.slice(2)] = v; else if (k !== "g") s[k] = v;
     });
     if (s.est !== undefined) applyEstimate(s, D.estimates[+s.est]);
     if (s.cmp !== undefined) applyComparison(s, D.comparisons[+s.cmp]);
@@ -91,7 +96,7 @@
     if (s.disagree === "models" && !r._dm) return false;
     for (var k in s.g) {
       if (!s.g[k]) continue;
-      var v = (r.values || {})[k];
+      var v = own(r.values, k);
       if (v === undefined || strv(v) !== s.g[k]) return false;
     }
     if (s.q) {
@@ -116,7 +121,7 @@
     var extra = { offset: offset, limit: limit };
     if (limit === "all") extra.fields = "metric";  // the recount needs the metric inputs, not the prompts
     return fetch("api/rows?" + query(s, extra)).then(function (r) {
-      if (!r.ok) throw new Error("the server answered " + r.status);
+      if (!r.ok) return r.text().then(function (t) { throw new Error(t.trim() || "the server answered " + r.status); });
       return r.json();
     });
   }
@@ -147,7 +152,7 @@
   }
   function col(name, r) {
     if (name === r.choice) { var a = answerOf(r); return a === null ? undefined : a; }
-    var v = (r.values || {})[name];
+    var v = own(r.values, name);
     if (v !== undefined) return v === null ? undefined : v;
     if (name === "condition") return r.condition;
     if (name === "task") return r.task;
@@ -158,8 +163,8 @@
   function item(e, r) {
     if ("lit" in e) return e.lit;
     if ("name" in e) return col(e.name, r);
-    if ("attr" in e) { var o = item(e.obj, r); return o && typeof o === "object" ? o[e.attr] : undefined; }
-    if ("index" in e) { var ob = item(e.obj, r), ix = item(e.index, r); return ob == null ? undefined : ob[ix]; }
+    if ("attr" in e) { return own(item(e.obj, r), e.attr); }
+    if ("index" in e) { return own(item(e.obj, r), item(e.index, r)); }
     if ("unary" in e) {
       var x = item(e.x, r);
       if (e.unary === "not") return !truth(x);
@@ -338,12 +343,12 @@
     if ("then" in e) return truth(scalar(e["if"], items)) ? scalar(e.then, items) : scalar(e["else"], items);
     throw new Error("cannot evaluate this formula over items");
   }
-  function metricExpr(task, metric) { return ((D.metrics || {})[task] || {})[metric]; }
+  function metricExpr(task, metric) { return own(own(D.metrics, task), metric); }
   function inGroup(r, g) {
     return Object.keys(g || {}).every(function (k) {
       if (k === "condition") return r.condition === g[k];
       if (k === "task") return r.task === g[k];
-      return eqv((r.values || {})[k], g[k]) || strv((r.values || {})[k]) === strv(g[k]);
+      return eqv(own(r.values, k), g[k]) || strv(own(r.values, k)) === strv(g[k]);
     });
   }
   function recountEstimate(e, items) {
@@ -361,7 +366,7 @@
     }
     var t = side(c.treatment), b = side(c.baseline);
     var key = function (r) { return r.row + "\u0000" + r.variant; };
-    var kt = {}, kb = {};
+    var kt = dict(), kb = dict();
     t.forEach(function (r) { kt[key(r)] = 1; }); b.forEach(function (r) { kb[key(r)] = 1; });
     t = t.filter(function (r) { return kb[key(r)]; }); b = b.filter(function (r) { return kt[key(r)]; });
     var ex = metricExpr(c.task, c.metric);
@@ -373,7 +378,7 @@
   }
   window.moralevalRecount = function (kind, i) {  // for tests and the console
     var x = kind === "est" ? D.estimates[i] : D.comparisons[i];
-    var s = { g: {} };
+    var s = { g: dict() };
     if (kind === "est") applyEstimate(s, x); else applyComparison(s, x);
     return fetchRows(s, 0, "all").then(function (res) {
       var all = res.rows;
@@ -406,16 +411,16 @@
     var s = state;
     root.textContent = "";
     var tasks = Object.keys(D.tasks || {});
-    var conds = s.task ? (D.tasks[s.task] || []) : tasks.reduce(function (a, t) { return a.concat(D.tasks[t]); }, [])
+    var conds = s.task ? (own(D.tasks, s.task) || []) : tasks.reduce(function (a, t) { return a.concat(own(D.tasks, t)); }, [])
       .filter(function (v, i, a) { return a.indexOf(v) === i; });
     var f = el("div", { cls: "filters", role: "search" });
     f.appendChild(el("label", {}, ["task", options("task", tasks, s.task)]));
     if ((D.models || []).length) f.appendChild(el("label", {}, ["model", options("model", D.models, s.model)]));
     var cs = conds.slice(); if (s.condition && cs.indexOf(s.condition) < 0) cs.push(s.condition);
     f.appendChild(el("label", {}, ["condition", options("condition", cs, s.condition)]));
-    var gcols = s.task ? ((D.group_columns || {})[s.task] || []) : [];
+    var gcols = s.task ? (own(D.group_columns, s.task) || []) : [];
     gcols.forEach(function (c) {
-      var vals = ((D.group_values || {})[s.task] || {})[c] || [];
+      var vals = own(own(D.group_values, s.task), c) || [];
       var sel = options("g." + c, vals, s.g[c]); sel.setAttribute("data-group", c);
       f.appendChild(el("label", {}, [c, sel]));
     });
@@ -434,13 +439,13 @@
     f.addEventListener("change", function (ev) {
       var t = ev.target, name = t.getAttribute("name");
       if (!name) return;
-      var ns = { g: Object.assign({}, s.g) };
+      var ns = { g: Object.assign(dict(), s.g) };
       FILTERS.forEach(function (k) { if (s[k]) ns[k] = s[k]; });
       if (name.indexOf("g.") === 0) ns.g[name.slice(2)] = t.value; else ns[name] = t.value;
-      if (name === "task") ns.g = {};
+      if (name === "task") ns.g = dict();
       writeState(ns); render();
     });
-    clear.addEventListener("click", function () { writeState({ g: {} }); render(); });
+    clear.addEventListener("click", function () { writeState({ g: dict() }); render(); });
     var box = el("div", { id: "recount" });
     root.appendChild(box);
     var summary = el("div", { cls: "summary", id: "row-count", text: "loading…" });
@@ -482,7 +487,7 @@
       " (" + x.task + (x.model ? ", model " + x.model : "") + (grp ? ", " + grp : "") + ")"]));
     var reported = isEst ? x.value : x.effect;
     box.appendChild(el("div", { text: "report.json: " + fmt(reported) + (isEst ? " (n = " + x.n + " items)" : " (n = " + x.n + " pairs)") }));
-    box.appendChild(el("div", { cls: "muted", text: "formula: " + (D.formulas[x.task] || {})[x.metric] }));
+    box.appendChild(el("div", { cls: "muted", text: "formula: " + own(own(D.formulas, x.task), x.metric) }));
     (x.flags || []).forEach(function (f) { box.appendChild(el("div", { cls: "flag", text: "⚠ " + f.message })); });
     var out = el("div", { id: "recount-value", text: "recounting from the items…" });
     box.appendChild(out);
@@ -506,7 +511,7 @@
       var a = answerOf(r), k = (r.choice_values || []).findIndex(function (v) { return eqv(v, a); });
       var p = k >= 0 && ro.probs ? Number(ro.probs[k]).toFixed(3) : "–";
       var cells = [String(r.index), r.task].concat((D.models || []).length ? [r.model || ""] : []).concat([r.condition])
-        .concat(gcols.map(function (c) { var v = (r.values || {})[c]; return v === undefined ? "" : strv(v); }))
+        .concat(gcols.map(function (c) { var v = own(r.values, c); return v === undefined ? "" : strv(v); }))
         .concat([r._answer, p, r._correct === null ? "–" : (r._correct ? "yes" : "no")]);
       var tr = el("tr", { "data-index": r.index, tabindex: "0" }, cells.map(function (c) { return el("td", { text: c }); }));
       if (r._correct !== null) tr.lastChild.className = r._correct ? "yes" : "no";
@@ -555,7 +560,7 @@
     var a = ev.target.closest && ev.target.closest("a.est-link, a.cmp-link");
     if (!a) return;
     ev.preventDefault();
-    var s = { g: {} };
+    var s = { g: dict() };
     if (a.hasAttribute("data-est")) s.est = a.getAttribute("data-est"); else s.cmp = a.getAttribute("data-cmp");
     writeState(s); render();
     document.getElementById("samples").scrollIntoView();

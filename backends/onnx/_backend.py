@@ -24,7 +24,7 @@ from moraleval.errors import BackendError
 from . import _store
 from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head
 from ._ort import run_interruptibly
-from ._ragged import PREFILL_ALIGN, RaggedDecoder, make_ragged
+from ._ragged import PREFILL_ARITHMETIC, RaggedDecoder, make_ragged
 from ._text import ModelText, model_text
 
 TRUNCATION = ("error", "left")
@@ -224,7 +224,7 @@ class OnnxBackend:
         if self.ragged:  # batch-invariant: batch sizes change speed only, never a bit of a result
             settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation")}
             settings["attention"] = "ragged"
-            settings["prefill_align"] = PREFILL_ALIGN  # the arithmetic of every prefill (earlier caches: other bits)
+            settings["prefill_align"] = PREFILL_ARITHMETIC  # the arithmetic of every prefill (see PREFILL_PAD)
             return {"backend": self.name,
                     "model": {"name": "default:" + self.model_dir.name if self.is_default else self.model_dir.name,
                               "files": dict(sorted(self.file_hashes.items()))},

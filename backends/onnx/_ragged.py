@@ -195,13 +195,20 @@ class PrefixCache:
 
 
 MIN_REUSE = 16  # shortest shared prefix worth a separate extension pass
-# A prefill pads its batch to a multiple of this many positions.  onnxruntime's CPU kernels reduce over the padded
-# key length with vector loops and a scalar tail, so a prompt whose last keys fell in the tail alone but in a vector
-# lane next to a longer prompt rounded differently (measured: the quick start's two 129-token Q+IF prompts moved
-# by 1.5e-5 next to any prompt of 131+ tokens).  With the length a multiple of 64 every real key sits in the same
-# lane whatever else is in the batch, and the extra positions add exact zeros: 0 of 94 pairs and 0 of 48 rows of
-# batch 8 differed from one-at-a-time (16 gave the same here; 64 leaves room for wider vector units).
-PREFILL_ALIGN = 64
+# Every prefill pads its batch to the longest prompt + PREFILL_PAD positions, so that *every* sequence is padded.
+# onnxruntime's GroupQueryAttention (CPU) computes a sequence that fills the batch's length exactly otherwise than a
+# padded one, and the two round differently when the length is 128k + 1 (measured on onnxruntime 1.32 for every
+# length 1..1099: 129, 257, ... differ; the quick start's two 129-token Q+IF prompts moved by 1.5e-5 next to any
+# longer prompt), whereas a padded sequence gets the same bits whatever the padding (every length 1..1099, padded by
+# 1, 2 and 3..139 positions, alone and in a batch: identical).  The padded positions add exact zeros.
+# Until issue 25 every prefill was padded to a multiple of 64 positions (PREFILL_ALIGN), which padded every sequence
+# except those of exactly 64k tokens (never 128k + 1) and therefore gave the same bits as padding by one, at the
+# cost of up to 63 positions per prompt (lm-eval's BBQ prompts in the runner's calls of 8: 82 % more positions than
+# tokens).
+PREFILL_PAD = 1
+# The identity's name for this prefill arithmetic: "prefill_align": 64 since the 64-alignment; padding by one gives
+# the same bits (above), so the name stays and caches filled since then stay valid.
+PREFILL_ARITHMETIC = 64
 
 
 @attrs.define
@@ -212,7 +219,7 @@ class DecodeTiming:
 
     prefill_s: float = 0.0
     prefill_rows: int = 0
-    prefill_positions: int = 0  # padded positions run, PREFILL_ALIGN included
+    prefill_positions: int = 0  # positions run, PREFILL_PAD included
     decode_s: float = 0.0
     decode_steps: int = 0
     decode_rows: int = 0  # tokens decoded by steps (a sequence's first token comes from its prefill)
@@ -259,7 +266,7 @@ class RaggedDecoder:
         """Right-padded first pass: next-token log-probs at each sequence's last token, and the KV cache
         ([n, kv_heads, S, head_dim] per layer; row b valid up to len(seqs[b]))."""
         n, longest = len(seqs), max(len(s) for s in seqs)
-        S = -(-longest // PREFILL_ALIGN) * PREFILL_ALIGN  # see PREFILL_ALIGN: batch-invariant rounding
+        S = longest + PREFILL_PAD  # see PREFILL_PAD: every sequence padded, so batch-invariant rounding
         ids = np.zeros((n, S), np.int64)
         for r, s in enumerate(seqs):
             ids[r, :len(s)] = s

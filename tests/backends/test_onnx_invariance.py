@@ -1,5 +1,6 @@
 """The kernel behaviour batch-invariant scoring rests on (onnxruntime's CPU GroupQueryAttention, fast, no model),
-and the scoring paths built on it (tiny random Llama): prefills padded by any amount give the same bits."""
+and the scoring paths built on it (tiny random Llama): prefills padded by any amount give the same bits, and the
+continuations' prefix tree gives the bits of each continuation scored on its own."""
 
 from __future__ import annotations
 
@@ -70,7 +71,29 @@ def test_a_padded_sequence_gets_the_same_bits_whatever_the_padding(gqa):
 
 
 PROMPTS = ["the capital of France is", "is the", "Paris is the capital of the", "a", "of the capital", "France"]
+# continuations sharing prefixes of several lengths (" the capital" / " the city"), single tokens and an empty one
 CONTS = (" the capital of France", " the capital of the", " the city", " the", " of", " Paris is", "")
+
+
+def test_the_prefix_tree_scores_each_continuation_as_alone(tiny_dir):
+    """Continuations that share leading tokens share their passes (a prefix tree): each still gets the bits it gets
+    scored in a request of its own, in any group and chunking (a tiny token budget splits the tree's depths)."""
+    together = [ScoreRequest(Prompt(p), CONTS, top_k=2) for p in PROMPTS]
+    be = OnnxBackend(model=str(tiny_dir))
+    got = be.score(together)
+    t = be.decode_timing()
+    toks = [be.text.encode_continuation(x) for x in CONTS]
+    nodes = sum(len({tuple(c[:d]) for c in toks if len(c) > d}) for d in range(1, max(map(len, toks))))
+    assert t["score_step_rows"] == nodes * len(PROMPTS)  # one row per tree node, not per continuation token
+    assert nodes < sum(max(len(c) - 1, 0) for c in toks)
+    single = OnnxBackend(model=str(tiny_dir), batch_size=1)
+    for p, res in zip(PROMPTS, got):
+        alone = [single.score([ScoreRequest(Prompt(p), (c,), top_k=2)])[0] for c in CONTS]
+        assert res.logprobs == tuple(a.logprobs[0] for a in alone)
+        assert res.n_tokens == tuple(a.n_tokens[0] for a in alone)
+        assert res.top == alone[0].top
+    for bs, budget in ((3, 8192), (8, 24)):
+        assert OnnxBackend(model=str(tiny_dir), batch_size=bs, max_batch_tokens=budget).score(together) == got
 
 
 def test_prefill_padding_amount_changes_no_bit(tiny_dir, monkeypatch):

@@ -70,7 +70,7 @@ def measure(config: str, workload: str, n: int) -> dict:
 
     reqs = _requests(workload, n)
     if config == "padded-b1":
-        _backend.make_ragged = lambda proto, n_pos: False
+        _backend.make_ragged = lambda proto, n_pos, **kw: False
     be = _backend.OnnxBackend(generate_batch_size=1 if config.endswith("b1") else None)
     t0 = time.perf_counter()
     gens = be.generate([r.generate_request(0, {}) for r in reqs])

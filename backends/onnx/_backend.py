@@ -22,12 +22,21 @@ from moraleval.backend import GenerateRequest, GenerateResult, Prompt, ScoreRequ
 from moraleval.errors import BackendError
 
 from . import _store
-from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head
+from ._graph import (NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head,
+                     set_nbits_accuracy)
 from ._ort import run_interruptibly
 from ._ragged import PREFILL_ARITHMETIC, RaggedDecoder, make_ragged
 from ._text import ModelText, model_text
 
 TRUNCATION = ("error", "left")
+# quantize settings: the imported model variants (_store.QUANTIZE_CHOICES) and those run from one of them with other
+# arithmetic chosen at load time ("gguf-q8": the GGUF's 4-bit blocks with int8 activations, MatMulNBits
+# accuracy_level 4, as llama.cpp computes Q4_1 x Q8_1)
+LOAD_TIME_QUANTIZE = {"gguf-q8": "gguf"}
+QUANTIZE = (*_store.QUANTIZE_CHOICES, *LOAD_TIME_QUANTIZE)
+PROVIDERS = ("cpu", "openvino")
+PRECISIONS = ("fp32", "bf16")  # provider "openvino": OpenVINO's CPU inference precision (bf16 runs on AMX)
+KV_CACHE = ("float32", "float16")
 DEFAULT_RAGGED_BATCH = 8  # scoring: prompts per pass on a ragged (batch-invariant) graph
 DEFAULT_RAGGED_GENERATE_BATCH = 32  # generation: sequences decoded together on a ragged graph
 SCORE_CALL_BATCHES = 8  # scoring on a ragged graph: prefill batches per call (call_size)
@@ -102,7 +111,8 @@ class OnnxBackend:
     def __init__(self, model: str = "default", quantize: str = "none", threads: int | None = None,
                  batch_size: int | None = None, max_length: int | None = None, truncation: str = "error",
                  max_batch_tokens: int = 8192, generate_batch_size: int | None = None,
-                 spinning: bool = True, kv_reuse_mb: int = 512) -> None:
+                 spinning: bool = True, kv_reuse_mb: int = 512, kv_cache: str = "float32",
+                 provider: str = "cpu", precision: str | None = None) -> None:
         try:
             import onnx
 
@@ -112,8 +122,16 @@ class OnnxBackend:
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise BackendError(f"the onnx backend needs onnxruntime and onnx: {exc}",
                                hint="pip install onnxruntime onnx") from exc
-        if quantize not in _store.QUANTIZE_CHOICES:
-            raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8' or 'gguf'")
+        if quantize not in QUANTIZE:
+            raise BackendError(f"unknown quantize setting {quantize!r}",
+                               hint="use " + ", ".join(repr(q) for q in QUANTIZE))
+        if kv_cache not in KV_CACHE:
+            raise BackendError(f"unknown kv_cache setting {kv_cache!r}", hint="use 'float32' or 'float16'")
+        if provider not in PROVIDERS:
+            raise BackendError(f"unknown provider setting {provider!r}", hint="use 'cpu' or 'openvino'")
+        if precision is not None and (provider != "openvino" or precision not in PRECISIONS):
+            raise BackendError(f"precision {precision!r} is not available with provider {provider!r}",
+                               hint="precision 'bf16' or 'fp32' goes with provider 'openvino'")
         if truncation not in TRUNCATION:
             raise BackendError(f"unknown truncation setting {truncation!r}", hint="use 'error' or 'left'")
         for label, v in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens),
@@ -128,7 +146,7 @@ class OnnxBackend:
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise BackendError(f"{label} must be a positive integer, not {v!r}")
 
-        self.model_dir, self.is_default = resolve_model_dir(model, quantize)
+        self.model_dir, self.is_default = resolve_model_dir(model, LOAD_TIME_QUANTIZE.get(quantize, quantize))
         if quantize != "none" and not self.is_default:
             raise BackendError("quantize applies to the default model only",
                                hint="quantise your own export with onnxruntime.quantization and load that directory")
@@ -152,7 +170,9 @@ class OnnxBackend:
         self.settings = {"model": str(model), "quantize": quantize, "threads": threads or physical_cores(),
                          "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
                          "truncation": truncation, "generate_batch_size": generate_batch_size,
-                         "spinning": bool(spinning), "kv_reuse_mb": kv_reuse_mb}
+                         "spinning": bool(spinning), "kv_reuse_mb": kv_reuse_mb, "kv_cache": kv_cache,
+                         "provider": provider,
+                         "precision": (precision or "bf16") if provider == "openvino" else None}
 
         try:
             proto = onnx.load(str(model_path), load_external_data=False)
@@ -167,12 +187,18 @@ class OnnxBackend:
                                hint="export with `optimum-cli export onnx --task text-generation-with-past`")
         try:
             add_scoring_head(proto)
+            if quantize == "gguf-q8":
+                set_nbits_accuracy(proto, 4)
             # moraleval's own graphs become batch-invariant ragged decoders (backends/onnx/_ragged.py)
-            self.ragged = make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048))
+            self.ragged = make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048),
+                                      kv_cache=kv_cache)
             blob = proto.SerializeToString()
         except Exception as exc:
             raise BackendError(f"cannot prepare {model_path} for scoring: {exc}") from None
         del proto
+        if kv_cache != "float32" and not self.ragged:
+            raise BackendError("kv_cache applies to moraleval's own models only",
+                               hint="export your model with an fp16 KV cache instead (optimum's --dtype fp16)")
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.settings["threads"]
         so.inter_op_num_threads = 1
@@ -182,8 +208,20 @@ class OnnxBackend:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings["spinning"] else "0")
         # (keep onnxruntime's memory arena: without it peak RSS at batch 32 measured 3.1 GB instead of 1.1 GB)
         so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_path.parent))
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if provider == "openvino":
+            if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+                raise BackendError("provider 'openvino' needs onnxruntime's OpenVINO build",
+                                   hint="pip install onnxruntime-openvino (it replaces the onnxruntime package; "
+                                        "pip install onnxruntime brings the default back)")
+            import json
+
+            providers.insert(0, ("OpenVINOExecutionProvider", {
+                "device_type": "CPU", "precision": "FP32", "num_of_threads": str(self.settings["threads"]),
+                "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": self.settings["precision"].replace(
+                    "fp", "f")}})}))
         try:
-            self.session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(blob, so, providers=providers)
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load {model_path}: {exc}",
                                hint="re-export or re-import the model") from None
@@ -226,11 +264,20 @@ class OnnxBackend:
             settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation")}
             settings["attention"] = "ragged"
             settings["prefill_align"] = PREFILL_ARITHMETIC  # the arithmetic of every prefill (see PREFILL_PAD)
+            # settings that change the arithmetic, named only when not the default (earlier caches keep their key)
+            if self.settings["kv_cache"] != "float32":
+                settings["kv_cache"] = self.settings["kv_cache"]
+            if self.settings["provider"] != "cpu":
+                settings["provider"] = self.settings["provider"]
+                settings["precision"] = self.settings["precision"]
             return {"backend": self.name,
                     "model": {"name": "default:" + self.model_dir.name if self.is_default else self.model_dir.name,
                               "files": dict(sorted(self.file_hashes.items()))},
                     "settings": settings}
         settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation", "generate_batch_size")}
+        if self.settings["provider"] != "cpu":
+            settings["provider"] = self.settings["provider"]
+            settings["precision"] = self.settings["precision"]
         if self.settings["batch_size"] != 1:  # batched scoring pads prompts, which changes the last float bits
             settings["batch_size"] = self.settings["batch_size"]
         return {

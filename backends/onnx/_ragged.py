@@ -48,10 +48,16 @@ def _init(g: onnx.GraphProto, name: str) -> np.ndarray | None:
     return None
 
 
-def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
+def make_ragged(model: onnx.ModelProto, max_positions: int, kv_cache: str = "float32") -> bool:
     """Rewrite a decoder written by :func:`backends.onnx._graph.build_llama` in place (see the module docstring).
 
-    Returns False, leaving the graph untouched, for any other graph (a user's optimum export)."""
+    ``kv_cache="float16"`` keeps the KV cache in fp16 (half the bytes a position; GroupQueryAttention then takes
+    fp16 queries, keys and values, computes in fp32 and returns fp16, cast back to fp32): other numbers than fp32,
+    so the backend names it in its identity.  Returns False, leaving the graph untouched, for any other graph (a
+    user's optimum export)."""
+    if kv_cache not in ("float32", "float16"):
+        raise ValueError(f"kv_cache must be float32 or float16, not {kv_cache!r}")
+    half = kv_cache == "float16"
     g = model.graph
     if model.producer_name != "moraleval":
         return False
@@ -101,16 +107,24 @@ def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
             tt = f"{p}/ragged/{len(flat)}"
             flat.append(helper.make_node("Transpose", [t], [tt + ".bsnh"], perm=[0, 2, 1, 3], name=tt + "/T"))
             flat.append(helper.make_node("Reshape", [tt + ".bsnh", shape], [tt + ".flat"], name=tt + "/R"))
+        qkv = [flat[1].output[0], flat[3].output[0], flat[5].output[0]]
+        out = nodes[ctx].output[0]
+        if half:
+            for k, t in enumerate(qkv):
+                flat.append(helper.make_node("Cast", [t], [t + ".fp16"], to=TensorProto.FLOAT16, name=t + "/fp16"))
+                qkv[k] = t + ".fp16"
+            out = out + ".fp16"
         gqa = helper.make_node(
             "GroupQueryAttention",
-            [flat[1].output[0], flat[3].output[0], flat[5].output[0], f"past_key_values.{i}.key",
-             f"past_key_values.{i}.value", SEQLENS, TOTAL],
-            [nodes[ctx].output[0], f"present.{i}.key", f"present.{i}.value"],
+            [*qkv, f"past_key_values.{i}.key", f"past_key_values.{i}.value", SEQLENS, TOTAL],
+            [out, f"present.{i}.key", f"present.{i}.value"],
             name=f"{p}/GroupQueryAttention", domain="com.microsoft", num_heads=nh, kv_num_heads=nkv,
             scale=1.0)  # q is already scaled by 1/sqrt(head_dim) in the graph
+        tail = [helper.make_node("Cast", [out], [nodes[ctx].output[0]], to=TensorProto.FLOAT, name=out + "/fp32")] \
+            if half else []
         nodes[ctx] = None  # type: ignore[call-overload]
         nodes[ck] = None  # type: ignore[call-overload]
-        nodes[cv] = flat + [gqa]  # type: ignore[call-overload]
+        nodes[cv] = flat + [gqa] + tail  # type: ignore[call-overload]
     flat_nodes: list[onnx.NodeProto] = []
     for n in nodes:
         if n is None:
@@ -136,6 +150,10 @@ def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
     del g.initializer[:]
     g.initializer.extend(inits)
     inputs = [x for x in g.input if x.name in needed]
+    if half:
+        for x in [*inputs, *g.output]:
+            if x.name.startswith(("past_key_values.", "present.")):
+                x.type.tensor_type.elem_type = TensorProto.FLOAT16
     del g.input[:]
     g.input.extend(inputs)
     g.input.extend([helper.make_tensor_value_info(SEQLENS, TensorProto.INT32, ["batch_size"]),

@@ -511,6 +511,59 @@ class OnnxBackend:
                     on_result(i, res)
         return results  # type: ignore[return-value]
 
+    def generate_and_score(self, requests: Sequence[GenerateRequest],
+                           follow_up: Callable[[int, GenerateResult], ScoreRequest | None], *,
+                           on_generated: Callable[[int, GenerateResult], None] | None = None,
+                           on_scored: Callable[[int, ScoreResult], None] | None = None) \
+            -> tuple[list[GenerateResult], list[ScoreResult | None]]:
+        """Generate every request and score each one's follow-up turn (``follow_up(i, generated)``: the chain of
+        thought's next turn, or None) as soon as its generation finishes, while the other sequences go on
+        decoding: the decoding batch stays full until the last prompt has started (generating a group and then
+        scoring it lets the batch drain at the end of every group), and a follow-up extends its generation
+        prompt's KV cache while it is still held.  The numbers are those of :meth:`generate` then :meth:`score`
+        (both batch-invariant; a follow-up scored on a held cache gets the bits of one scored from scratch).
+
+        On a graph that is not ragged: :meth:`generate`, then :meth:`score` of every follow-up."""
+        gen: list[GenerateResult | None] = [None] * len(requests)
+        scored: list[ScoreResult | None] = [None] * len(requests)
+        pending: list[tuple[int, ScoreRequest]] = []
+
+        def emit(i: int, res: GenerateResult) -> None:
+            gen[i] = res
+            if on_generated is not None:
+                on_generated(i, res)
+            req = follow_up(i, res)
+            if req is not None:
+                pending.append((i, req))
+
+        def flush(at_least: int) -> None:
+            if len(pending) < max(at_least, 1):
+                return
+            batch = pending[:]
+            pending.clear()
+
+            def put(k: int, res: ScoreResult) -> None:
+                scored[batch[k][0]] = res
+                if on_scored is not None:
+                    on_scored(batch[k][0], res)
+
+            self.score([r for _, r in batch], on_result=put)
+
+        if self._decoder is None or not self.reuses_generated_prefix:
+            self.generate(requests, on_result=emit)
+            flush(1)
+            return gen, scored  # type: ignore[return-value]
+        prompts = []
+        for i, r in enumerate(requests):
+            if r.temperature < 0 or not 0 < r.top_p <= 1:
+                raise BackendError(f"request {i}: temperature must be >= 0 and top_p in (0, 1]")
+            prompts.append(self._fit(i, self._prompt_ids(i, r.prompt), 1, "one generated token"))
+        # follow-ups are scored a prefill batch at a time: their prompt caches are held only that long
+        self._decoder.generate(prompts, requests, self.settings["generate_batch_size"], emit,
+                               between=lambda: flush(self.settings["batch_size"]))
+        flush(1)
+        return gen, scored  # type: ignore[return-value]
+
     def _generate_batch(self, prompts: list[list[int]], reqs: list[GenerateRequest]) -> list[GenerateResult]:
         B = len(prompts)
         ids, mask, pos = self._left_pad(prompts)

@@ -510,9 +510,11 @@ class RaggedDecoder:
     # ------------------------------------------------------------------------------------------ generation
 
     def generate(self, prompts: list[list[int]], reqs: Sequence[GenerateRequest], batch_size: int,
-                 emit: Callable[[int, GenerateResult], None]) -> None:
+                 emit: Callable[[int, GenerateResult], None],
+                 between: Callable[[], None] | None = None) -> None:
         """Continuous batching: up to ``batch_size`` sequences decode together; a finished one leaves at once
-        and the next queued prompt is prefilled into its slot.  ``emit(i, result)`` as each finishes."""
+        and the next queued prompt is prefilled into its slot.  ``emit(i, result)`` as each finishes;
+        ``between()`` after every step (the backend scores finished sequences' follow-up turns there)."""
         be = self.be
         text = be.text
         budgets = [min(r.max_tokens, be.max_length - len(p)) for r, p in zip(reqs, prompts)]
@@ -602,3 +604,5 @@ class RaggedDecoder:
                             buf[new, :, :L] = buf[old, :, :L]
                 slots[:] = [slots[r] for r in alive]
                 fill()
+            if between is not None:
+                between()

@@ -104,6 +104,10 @@ class OnnxBackend:
     - ``spinning``: let onnxruntime's worker threads busy-wait between operators (default true: decoding, many
       small operators, measured 39.5 vs 32.8 tok/s on an idle 2-core machine; on a machine already loaded by
       other work, false can be twice as fast).
+    - ``kv_cache``: "float32" (default) or "float16" (half the KV bytes; other numbers, named in the identity).
+    - ``provider``: "cpu" (default: onnxruntime's CPU provider) or "openvino" (the OpenVINO execution provider,
+      from the onnxruntime-openvino package), with ``precision`` "bf16" (default there: AMX) or "fp32".
+    The arithmetic routes and how far each moves the numbers: docs/backends/onnx.md.
     """
 
     name = "onnx"
@@ -118,7 +122,7 @@ class OnnxBackend:
 
             from backends.onnx._ort import import_onnxruntime
 
-            ort = import_onnxruntime()  # telemetry off, nothing written to ~/.cache/Microsoft
+            import_onnxruntime()  # telemetry off, nothing written to ~/.cache/Microsoft
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise BackendError(f"the onnx backend needs onnxruntime and onnx: {exc}",
                                hint="pip install onnxruntime onnx") from exc
@@ -185,13 +189,9 @@ class OnnxBackend:
             raise BackendError(f"{model_path} is not a causal-LM decoder export (needs inputs input_ids, "
                                "attention_mask and output logits)",
                                hint="export with `optimum-cli export onnx --task text-generation-with-past`")
+        self._model_path = model_path
         try:
-            add_scoring_head(proto)
-            if quantize == "gguf-q8":
-                set_nbits_accuracy(proto, 4)
-            # moraleval's own graphs become batch-invariant ragged decoders (backends/onnx/_ragged.py)
-            self.ragged = make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048),
-                                      kv_cache=kv_cache)
+            self.ragged = self._prepare(proto)
             blob = proto.SerializeToString()
         except Exception as exc:
             raise BackendError(f"cannot prepare {model_path} for scoring: {exc}") from None
@@ -199,32 +199,7 @@ class OnnxBackend:
         if kv_cache != "float32" and not self.ragged:
             raise BackendError("kv_cache applies to moraleval's own models only",
                                hint="export your model with an fp16 KV cache instead (optimum's --dtype fp16)")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.settings["threads"]
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        # busy-waiting worker threads: faster on an idle machine, slower on an oversubscribed one (`spinning`)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings["spinning"] else "0")
-        # (keep onnxruntime's memory arena: without it peak RSS at batch 32 measured 3.1 GB instead of 1.1 GB)
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_path.parent))
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if provider == "openvino":
-            if "OpenVINOExecutionProvider" not in ort.get_available_providers():
-                raise BackendError("provider 'openvino' needs onnxruntime's OpenVINO build",
-                                   hint="pip install onnxruntime-openvino (it replaces the onnxruntime package; "
-                                        "pip install onnxruntime brings the default back)")
-            import json
-
-            providers.insert(0, ("OpenVINOExecutionProvider", {
-                "device_type": "CPU", "precision": "FP32", "num_of_threads": str(self.settings["threads"]),
-                "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": self.settings["precision"].replace(
-                    "fp", "f")}})}))
-        try:
-            self.session = ort.InferenceSession(blob, so, providers=providers)
-        except Exception as exc:
-            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}",
-                               hint="re-export or re-import the model") from None
+        self.session = self._create_session(blob)
         del blob
 
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -256,6 +231,60 @@ class OnnxBackend:
         if self.settings["generate_batch_size"] is None:
             self.settings["generate_batch_size"] = DEFAULT_RAGGED_GENERATE_BATCH if self.ragged else 1
         self._decoder = RaggedDecoder(self) if self.ragged else None
+
+    # -------------------------------------------------------------------------------------------- graph
+
+    def _prepare(self, proto: Any) -> bool:
+        """Rewrite the loaded graph as this backend runs it (in memory): the scoring head, the load-time arithmetic
+        of ``quantize``, and for moraleval's own graphs the ragged decoder.  Returns whether it is ragged."""
+        add_scoring_head(proto)
+        if self.settings["quantize"] == "gguf-q8":
+            set_nbits_accuracy(proto, 4)
+        # moraleval's own graphs become batch-invariant ragged decoders (backends/onnx/_ragged.py)
+        return make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048),
+                           kv_cache=self.settings["kv_cache"])
+
+    def prepared_graph(self) -> Any:
+        """The graph exactly as this backend runs it, loaded afresh without its weights (they stay in their
+        files): for tools that need one more output of it (bench/fidelity.py); run it with :meth:`_create_session`."""
+        import onnx
+
+        proto = onnx.load(str(self._model_path), load_external_data=False)
+        self._prepare(proto)
+        return proto
+
+    def _create_session(self, blob: bytes) -> Any:
+        """An onnxruntime session for a serialised graph of this model, with this backend's options."""
+        from backends.onnx._ort import import_onnxruntime
+
+        ort = import_onnxruntime()
+        model_path = self._model_path
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.settings["threads"]
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        # busy-waiting worker threads: faster on an idle machine, slower on an oversubscribed one (`spinning`)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings["spinning"] else "0")
+        # (keep onnxruntime's memory arena: without it peak RSS at batch 32 measured 3.1 GB instead of 1.1 GB)
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_path.parent))
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if self.settings["provider"] == "openvino":
+            if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+                raise BackendError("provider 'openvino' needs onnxruntime's OpenVINO build",
+                                   hint="pip install onnxruntime-openvino (it replaces the onnxruntime package; "
+                                        "pip install onnxruntime brings the default back)")
+            import json
+
+            providers.insert(0, ("OpenVINOExecutionProvider", {
+                "device_type": "CPU", "precision": "FP32", "num_of_threads": str(self.settings["threads"]),
+                "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": self.settings["precision"].replace(
+                    "fp", "f")}})}))
+        try:
+            return ort.InferenceSession(blob, so, providers=providers)
+        except Exception as exc:
+            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}",
+                               hint="re-export or re-import the model") from None
 
     # -------------------------------------------------------------------------------------------- public
 

@@ -18,7 +18,8 @@ default model, ``{}``) on:
 The gate (issue 25): KL <= 1e-3 nats/token, the lm-eval answer identical on >= 99.5 % of the 240 items and on every
 quick-start item without a chain of thought.  A candidate that needs another onnxruntime build (provider
 "openvino": pip install onnxruntime-openvino) runs in that environment: ``--python`` names its interpreter, and
-the reference then runs in the same process under it.
+the reference then runs in the same process under it.  ``--activation-int8`` measures what int8 activations alone
+cost (per token, dynamic; per tensor, static scales calibrated on other prompts), with the weights left in fp32.
 """
 
 from __future__ import annotations
@@ -69,6 +70,78 @@ def position_logprobs(be, ids: list[int]) -> np.ndarray:
     for name in be._past_names:
         feed[name] = np.zeros((1, be._kv_heads, 0, be._head_dim), be._past_dtype)
     return be._fidelity_session.run(["scoring.logprobs"], feed)[0][0].astype(np.float64)
+
+
+def activation_int8_kl() -> dict[str, float]:
+    """KL(default || default with int8 activations) over the six texts, the activations of every linear layer
+    (the LM head excepted) rounded to int8 in the graph: per token (dynamic, a scale per row) and per tensor with
+    static scales (calibrated: max |x| of each layer's input over 16 other BBQ-style prompts).  Weights stay fp32, so
+    this isolates what int8 activations alone cost, whatever GEMM would then run them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from backends.onnx import OnnxBackend
+    from bench.backend import bbq_prompt
+    from moraleval.backend import Prompt
+
+    be = OnnxBackend()
+    ref = [position_logprobs(be, be.text.encode_prompt(Prompt(t))) for t in texts()]
+    base = be.prepared_graph()
+    linear = [n for n in base.graph.node if n.op_type == "MatMul" and "lm_head" not in n.name]
+    # calibration: each linear layer's input max |x| over prompts that are not the six texts
+    calib = base.__class__()
+    calib.CopyFrom(base)
+    inputs = list(dict.fromkeys(n.input[0] for n in linear))  # q, k and v share theirs, as gate and up do
+    for x in inputs:
+        calib.graph.output.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, None))
+    sess = be._create_session(calib.SerializeToString())
+    peak = {x: 0.0 for x in inputs}
+    from backends.onnx._ragged import SEQLENS, TOTAL
+
+    for i in range(100, 116):
+        ids = be.text.encode_prompt(Prompt(bbq_prompt(i)))
+        L = len(ids)
+        feed = {"input_ids": np.array([ids + [0]]), "position_ids": np.arange(L + 1)[None],
+                SEQLENS: np.array([L - 1], np.int32), TOTAL: np.array([L + 1], np.int32),
+                "select_positions": np.array([[L - 1]]), "select_targets": np.zeros((1, 1), np.int64)}
+        for name in be._past_names:
+            feed[name] = np.zeros((1, be._kv_heads, 0, be._head_dim), be._past_dtype)
+        for name, x in zip(inputs, sess.run(inputs, feed)):
+            peak[name] = max(peak[name], float(np.abs(x[:, :L]).max()))
+    out = {}
+    for mode in ("per-token dynamic", "per-tensor static"):
+        g = base.__class__()
+        g.CopyFrom(base)
+        nodes = []
+        for k, n in enumerate(g.graph.node):
+            if n.op_type == "MatMul" and "lm_head" not in n.name:
+                x, q = n.input[0], f"int8act/{k}"
+                if mode == "per-token dynamic":
+                    nodes += [helper.make_node("Abs", [x], [q + "/abs"]),
+                              helper.make_node("ReduceMax", [q + "/abs"], [q + "/max"], axes=[-1], keepdims=1),
+                              helper.make_node("Div", [q + "/max", "int8act.127"], [q + "/scale"])]
+                else:
+                    g.graph.initializer.append(numpy_helper.from_array(
+                        np.array(max(peak[x], 1e-30) / 127, np.float32), q + "/scale"))
+                nodes += [helper.make_node("Div", [x, q + "/scale"], [q + "/d"]),
+                          helper.make_node("Round", [q + "/d"], [q + "/r"]),
+                          helper.make_node("Clip", [q + "/r", "int8act.m127", "int8act.127"], [q + "/c"]),
+                          helper.make_node("Mul", [q + "/c", q + "/scale"], [q + "/q"])]
+                n.input[0] = q + "/q"
+            nodes.append(n)
+        del g.graph.node[:]
+        g.graph.node.extend(nodes)
+        g.graph.initializer.extend([numpy_helper.from_array(np.array(127, np.float32), "int8act.127"),
+                                    numpy_helper.from_array(np.array(-127, np.float32), "int8act.m127")])
+        g.graph.output.append(helper.make_tensor_value_info("scoring.logprobs", TensorProto.FLOAT, None))
+        s = be._create_session(g.SerializeToString())
+        kl = n_pos = 0.0
+        for t, a in zip(texts(), ref):
+            be._fidelity_session = s
+            b = position_logprobs(be, be.text.encode_prompt(Prompt(t)))
+            kl += float((np.exp(a) * (a - b)).sum())
+            n_pos += a.shape[0]
+        out[mode] = kl / n_pos
+    return out
 
 
 def plans():
@@ -142,8 +215,15 @@ def main() -> int:
     ap.add_argument("--reference", default="{}", help="the reference's settings (default: the default model)")
     ap.add_argument("--python", help="run everything under this interpreter (e.g. a venv with onnxruntime-openvino)")
     ap.add_argument("--json", type=Path, help="write the comparison here")
+    ap.add_argument("--activation-int8", action="store_true",
+                    help="also: KL of int8 activations alone (per token, dynamic; per tensor, static calibrated)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: settings JSON -> pickle path
     args = ap.parse_args()
+    if args.activation_int8:
+        for mode, kl in activation_int8_kl().items():
+            print(f"int8 activations, {mode}, fp32 weights: KL {kl:.2e} nats/token (gate {GATE_KL:.0e})")
+        if not args.candidate:
+            return 0
     if args.one:
         import pickle
 

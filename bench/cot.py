@@ -8,7 +8,10 @@ Two workloads, each a full CoT item (generate the reasoning, then score the foll
 - ``bbq256``: specs/bbq.me's Q_IF_CoT on the first ``--items`` BBQ Religion items with the paper's 256 tokens.
 
 Configurations: ``padded-b1`` (the graph before this change: left-padded batches, ``generate_batch_size: 1``),
-``ragged-b1`` (the ragged graph one sequence at a time) and ``ragged-default`` (the default: continuous batching).
+``ragged-b1`` (the ragged graph one sequence at a time), ``ragged-default`` (the default: continuous batching, all
+items generated in one call, then their follow-up turns scored), ``ragged-stream`` (the default settings through
+``generate_and_score``: each follow-up turn scored as soon as its chain of thought finishes, so the decoding batch
+stays full) and ``kv16-stream`` (the same with ``kv_cache: "float16"``).
 Every measurement runs in its own subprocess (own peak RSS), interleaved round by round so that load on a shared
 machine hits all of them alike; batch-1 runs use the first ``--b1-items`` items only (rates are per item/token).
 Reports decode tokens/s (generated tokens / generation seconds), CoT items/s end to end, peak RSS, the load
@@ -31,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PAPER_BBQ_ROWS = 58_492
-CONFIGS = ("padded-b1", "ragged-b1", "ragged-default")
+CONFIGS = ("padded-b1", "ragged-b1", "ragged-default", "ragged-stream", "kv16-stream")
+STREAMS = ("ragged-stream", "kv16-stream")  # generate_and_score: each follow-up scored as its generation finishes
 FULL_ITEMS = 64  # the plan is always built for 64 items and cut to n (per_cell changes which rows are sampled)
 
 
@@ -70,20 +74,29 @@ def measure(config: str, workload: str, n: int) -> dict:
 
     reqs = _requests(workload, n)
     if config == "padded-b1":
-        _backend.make_ragged = lambda proto, n_pos: False
-    be = _backend.OnnxBackend(generate_batch_size=1 if config.endswith("b1") else None)
-    t0 = time.perf_counter()
-    gens = be.generate([r.generate_request(0, {}) for r in reqs])
-    t_gen = time.perf_counter() - t0
-    timing = be.decode_timing()  # ragged only: prefill vs decode-step seconds of the generation
+        _backend.make_ragged = lambda proto, n_pos, **kw: False
+    be = _backend.OnnxBackend(generate_batch_size=1 if config.endswith("b1") else None,
+                              kv_cache="float16" if config.startswith("kv16") else "float32")
     names = [r.generate_steps[0][1].name for r in reqs]
-    scores = [r.score_request({name: g.text}) for r, name, g in zip(reqs, names, gens)]
-    t1 = time.perf_counter()
-    be.score(scores)
-    t_score = time.perf_counter() - t1
+    if config in STREAMS:  # one call: every follow-up scored as soon as its generation finishes
+        t0 = time.perf_counter()
+        gens, _ = be.generate_and_score([r.generate_request(0, {}) for r in reqs],
+                                        lambda i, g: reqs[i].score_request({names[i]: g.text}))
+        t_gen, t_score = time.perf_counter() - t0, 0.0
+        timing = be.decode_timing()
+        scores = [r.score_request({name: g.text}) for r, name, g in zip(reqs, names, gens)]
+    else:
+        t0 = time.perf_counter()
+        gens = be.generate([r.generate_request(0, {}) for r in reqs])
+        t_gen = time.perf_counter() - t0
+        timing = be.decode_timing()  # ragged only: prefill vs decode-step seconds of the generation
+        scores = [r.score_request({name: g.text}) for r, name, g in zip(reqs, names, gens)]
+        t1 = time.perf_counter()
+        be.score(scores)
+        t_score = time.perf_counter() - t1
     # Q / Q+IF items: one prompt, three single-token choices (the quick start's Q_IF prompt shape)
     short = [ScoreRequest(s.prompt.__class__(messages=s.prompt.messages[:2] + (s.prompt.messages[-1],)),
-                          s.continuations) for s in scores[:8]] if scores[0].prompt.is_chat else []
+                          s.continuations) for s in scores[:32]] if scores[0].prompt.is_chat else []
     t2 = time.perf_counter()
     if short:
         be.score(short)
@@ -133,7 +146,7 @@ def main() -> int:
         for workload in args.workloads.split(","):
             full = 48 if workload == "quickstart" else args.items
             for config in configs:
-                n = full if config == "ragged-default" else min(full, args.b1_items)
+                n = min(full, args.b1_items) if config.endswith("b1") else full
                 out = subprocess.run([sys.executable, __file__, "--one", config, workload, str(n)],
                                      capture_output=True, text=True, env=os.environ)
                 if out.returncode:
@@ -173,10 +186,13 @@ def main() -> int:
                   f"({peak / 1e9:.0f} GFLOP/s, best of {len(peaks)})")
         # greedy texts: the default's equal the one-at-a-time ones on the shared items
         ref = next(r for r in rows if r["workload"] == workload and r["config"] == "ragged-b1")
-        dflt = next(r for r in rows if r["workload"] == workload and r["config"] == "ragged-default")
-        same = sum(a == b for a, b in zip(ref["texts"], dflt["texts"]))
-        print(f"{workload:10s} greedy texts, default vs one at a time: {same}/{len(ref['texts'])} identical")
-        summary[f"{workload}/greedy_identical"] = [same, len(ref["texts"])]
+        for config in configs:
+            if config.endswith("b1"):
+                continue
+            dflt = next(r for r in rows if r["workload"] == workload and r["config"] == config)
+            same = sum(a == b for a, b in zip(ref["texts"], dflt["texts"]))
+            print(f"{workload:10s} greedy texts, {config} vs one at a time: {same}/{len(ref['texts'])} identical")
+            summary[f"{workload}/greedy_identical/{config}"] = [same, len(ref["texts"])]
         # decode steps alone (the part batching speeds up), against what this machine allows a step
         from bench.roofline import matmul_step_seconds, read_bandwidth, step_bound
         from backends.onnx._backend import physical_cores
@@ -184,7 +200,7 @@ def main() -> int:
         matmul_s: dict[int, float] = {}  # rows -> one step's matmul seconds, measured once per workload
         b1 = [r for r in rows if r["workload"] == workload and r["config"] == "ragged-b1"]
         b1_dec = sum(r["decode_only_tok_s"] for r in b1) / len(b1)
-        for config in ("ragged-b1", "ragged-default"):
+        for config in [c for c in configs if c != "padded-b1"]:
             mine = [r for r in rows if r["workload"] == workload and r["config"] == config]
             if not mine:
                 continue
@@ -207,7 +223,7 @@ def main() -> int:
     if "bbq256" in args.workloads:
         short = [r["short_items_s"] for r in rows if r["workload"] == "bbq256" and r["short_items_s"]]
         q_rate = sum(short) / len(short)
-        for config in (configs[0], "ragged-default"):
+        for config in configs:
             cot = summary[f"bbq256/{config}"]["items_s"]
             hours = (2 * PAPER_BBQ_ROWS / q_rate + PAPER_BBQ_ROWS / cot) / 3600
             summary[f"paper_bbq_hours/{config}"] = hours

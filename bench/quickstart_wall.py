@@ -8,6 +8,8 @@ default, cold and warm cache (run by hand; prints a table + JSON).
 - ``before``: the same spec with ``generate_batch_size: 1, batch_size: 1, kv_reuse_mb: 0`` in its model block —
   the defaults before issue 15, on today's graph.  (``--batch-size 1`` on the command line is *not* that: the
   runner hands the ONNX backend at least what its ``call_size`` asks for, so the backend still batches.)
+  With ``--baseline-ref REF``, ``before`` is instead the spec as shipped run by the code of REF (unpacked with
+  ``git archive``: e.g. the merge-base with main), and report.json is compared too.
 - ``cold``: an empty ``--cache`` directory (the model is already imported: the first, untimed, run does that);
   ``warm``: the same command again on that cache (every result is read back, nothing is computed).
 
@@ -45,8 +47,8 @@ def before_spec(tmp: Path) -> Path:
     return path
 
 
-def run(spec: Path, cache: Path, out: Path, *extra: str) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run(spec: Path, cache: Path, out: Path, *extra: str, code: Path = ROOT) -> float:
+    env = {**os.environ, "PYTHONPATH": str(code)}
     env.pop("MORALEVAL_DATA", None)  # the quick start reads its builtin sample
     cmd = [sys.executable, "-m", "moraleval", str(spec), "--cache", str(cache), "--out", str(out), "--no-progress",
            *extra]
@@ -64,6 +66,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: caches, reports")
+    ap.add_argument("--baseline-ref", help="'before' is the spec as shipped run by the code of this git ref (e.g. "
+                                           "the merge-base with main) instead of the pre-issue-15 settings")
     args = ap.parse_args()
     rows: list[dict] = []
     load = [os.getloadavg()[0]]
@@ -72,17 +76,30 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qs_wall_") as d:
         tmp = Path(d) if args.keep is None else args.keep
         specs = {"before": before_spec(tmp), "after": SPEC}
+        code = {"before": ROOT, "after": ROOT}
+        if args.baseline_ref:
+            specs["before"] = SPEC
+            code["before"] = tmp / "baseline"
+            code["before"].mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref], capture_output=True,
+                                     check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(code["before"])], input=archive, check=True)
         run(SPEC, tmp / "import-cache", tmp / "import-out", "--dry-run")  # imports the model if needed; untimed
         for rnd in range(args.rounds):
             for cache_state in ("cold", "warm"):
                 for config in ("before", "after"):
                     cache, out = tmp / f"cache-{config}-{rnd}", tmp / f"out-{config}-{rnd}-{cache_state}"
-                    wall = run(specs[config], cache, out)
+                    wall = run(specs[config], cache, out, code=code[config])
                     load.append(os.getloadavg()[0])
                     rows.append({"round": rnd, "config": config, "cache": cache_state, "wall_s": wall})
                     print(f"  round {rnd} {cache_state} {config:6s} {wall:7.1f} s", flush=True)
             a = (tmp / f"out-before-{rnd}-cold" / "samples.jsonl").read_bytes()
             b = (tmp / f"out-after-{rnd}-cold" / "samples.jsonl").read_bytes()
+            if args.baseline_ref:  # the same spec file: report.json compared too
+                same = ((tmp / f"out-before-{rnd}-cold" / "report.json").read_bytes()
+                        == (tmp / f"out-after-{rnd}-cold" / "report.json").read_bytes())
+                print(f"round {rnd}: report.json {'byte-identical' if same else 'DIFFERS'} before/after", flush=True)
+                rows.append({"round": rnd, "report_identical": same})
             if a != b:  # (report.json names the spec file, which differs in its model line)
                 diff = [k for k, (x, y) in enumerate(zip(a.splitlines(), b.splitlines())) if x != y]
                 print(f"round {rnd}: samples.jsonl differs between before and after on {len(diff)} of "
@@ -90,7 +107,7 @@ def main() -> int:
                 rows.append({"round": rnd, "samples_differ": len(diff), "lines": len(a.splitlines())})
         if not any("samples_differ" in r for r in rows):
             print("\nsamples.jsonl byte-identical before/after in every round")
-        rows = [r for r in rows if "wall_s" in r] + [r for r in rows if "samples_differ" in r]
+        rows = [r for r in rows if "wall_s" in r] + [r for r in rows if "wall_s" not in r]
     print(f"load average (1 min) during the run: {min(load):.1f} .. {max(load):.1f} on {os.cpu_count()} CPUs")
     summary = {}
     for cache_state in ("cold", "warm"):

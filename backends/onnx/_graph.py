@@ -20,6 +20,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+W16_ACT_MAX = 32767.0  # w16a16: activations as round(x / s) in [-32767, 32767] (hi, lo halves)
+HEAD_INPUT = "/lm_head/Input"  # an Identity node marking where a multi-node LM head starts
+W16_WEIGHT_MAX = 127.0 * 257.0  # w16a16: weights as round(w / s_w) in [-32639, 32639], so |w_hi| <= 127
 SELECT_POSITIONS = "select_positions"  # [batch, k] int64: positions (within this call's input_ids) to score
 SELECT_TARGETS = "select_targets"  # [batch, k] int64: token whose log-prob is wanted at each selected position
 SELECTED_LOGPROBS = "selected_logprobs"  # [batch, k] float32
@@ -103,6 +106,7 @@ class _Builder:
         self.quantize = quantize
         self.blocks = blocks or {}
         self._n = 0
+        self._w16_inputs: dict[str, tuple[str, str, str]] = {}
 
     def name(self, base: str) -> str:
         self._n += 1
@@ -152,8 +156,74 @@ class _Builder:
         self.nodes.append(helper.make_node("Add", [y, corr], [out], name=self.name("Add")))
         return out
 
+    def _w16_activation(self, x: str) -> tuple[str, str, str]:
+        """x [.., K] float as 16-bit integers per row, in two int8 halves for the int8 matrix units:
+        q = round(x / s) with s = max|x| / 32767 per row, q = 256 * hi + lo (hi in [-128, 127], lo in [0, 255]).
+        Returns (hi + 128 as uint8, [hi + 128 | lo] as uint8 [.., 2K], s [.., 1]); both read with zero point 128.
+        Computed once per tensor (q, k and v, or gate and up, share their input)."""
+        got = self._w16_inputs.get(x)
+        if got is not None:
+            return got
+        if "w16.lv" not in {t.name for t in self.inits}:
+            self.const("w16.eps", np.array(1e-30, np.float32))
+            self.const("w16.lv", np.array(W16_ACT_MAX, np.float32))
+            self.const("w16.256", np.array(256.0, np.float32))
+            self.const("w16.128", np.array(128.0, np.float32))
+            self.const("w16.zp", np.array(128, np.uint8))
+            self.const("w16.one", np.array(1.0, np.float32))
+        m = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)
+        s = self.op("Div", [self.op("Max", [m, "w16.eps"]), "w16.lv"])
+        q = self.op("Round", [self.op("Div", [x, s])])
+        hi = self.op("Floor", [self.op("Div", [q, "w16.256"])])
+        lo = self.op("Sub", [q, self.op("Mul", [hi, "w16.256"])])
+        hiu = self.op("Cast", [self.op("Add", [hi, "w16.128"])], to=TensorProto.UINT8)
+        cat = self.op("Concat", [hiu, self.op("Cast", [lo], to=TensorProto.UINT8)], axis=-1)
+        self._w16_inputs[x] = (hiu, cat, s)
+        return hiu, cat, s
+
+    def linear_w16(self, x: str, name: str, w_in_out: np.ndarray, output: str | None = None) -> str:
+        """x [.., K] @ w [K, N] with 16-bit weights and activations on the int8 matrix units (AMX/VNNI).
+
+        Weights: q = round(w / s_w) per output column (|q| <= 127 * 257), q = 256 * w_hi + w_lo with both int8.
+        Activations: 16-bit per row (:meth:`_w16_activation`).  Then
+        x @ w = s * s_w * (65536 hi @ w_hi + 256 (hi @ w_lo + lo @ w_hi) + lo @ w_lo): the first term is one int8
+        product, the middle two are one product of [hi | lo] with [w_lo ; w_hi], and the last, the product of the
+        two low bytes, is not computed: lo = 128 + (lo - 128), so it is 128 colsum(w_lo), added exactly, plus
+        (lo - 128) @ w_lo, a zero-mean term below 2^-16 of max|x| max|w| sqrt(K), left out (left in, it would cost
+        a third product; left out uncentred, its mean made a per-column bias: KL 1.4e-4 instead of the figure in
+        docs/backends/onnx.md).  Each integer product is exact (int32); MatMulIntegerToFloat scales it per column
+        and adds the constant terms in its output stage, so a row's numbers never depend on the other rows."""
+        w = np.asarray(w_in_out, dtype=np.float32)
+        s_w = (np.maximum(np.abs(w).max(axis=0), 1e-30) / W16_WEIGHT_MAX).astype(np.float32)
+        q = np.round(w / s_w)  # |q| <= 32639 (integers exact in float32)
+        w_hi = np.round(q / 256.0)
+        w_lo = q - 256.0 * w_hi
+        carry = w_lo > 127  # q / 256 exactly halfway, rounded down: move 256 from lo to hi (|w_hi| stays <= 127)
+        w_hi[carry] += 1
+        w_lo[carry] -= 256
+        w_hi8, w_lo8 = w_hi.astype(np.int8), w_lo.astype(np.int8)
+        hiu, cat, s = self._w16_activation(x)
+        big = self.const(name + ".w16_hi", w_hi8)
+        mixed = self.const(name + ".w16_mixed", np.concatenate([w_lo8, w_hi8], axis=0))
+        s_w = s_w.astype(np.float64)
+        scale_hi = self.const(name + ".w16_scale_hi", (65536.0 * s_w).astype(np.float32))
+        scale_mid = self.const(name + ".w16_scale_mid", (256.0 * s_w).astype(np.float32))
+        # constant per column: the zero point 128 of lo in the middle product (hi @ w_lo + (lo - 128) @ w_hi is
+        # computed, 256 * 128 colsum(w_hi) added back) and the centre of the low bytes' product, 128 colsum(w_lo)
+        fix = self.const(name + ".w16_zero_fix", ((256.0 * 128.0 * w_hi8.astype(np.int64).sum(axis=0)
+                                                   + 128.0 * w_lo8.astype(np.int64).sum(axis=0)) * s_w)
+                         .astype(np.float32))
+        y_hi = self.op("MatMulIntegerToFloat", [hiu, big, "w16.one", scale_hi, "w16.zp"], domain="com.microsoft")
+        y_mid = self.op("MatMulIntegerToFloat", [cat, mixed, "w16.one", scale_mid, "w16.zp", "", fix],
+                        domain="com.microsoft")
+        out = output or self.name("/Mul")
+        self.nodes.append(helper.make_node("Mul", [self.op("Add", [y_hi, y_mid]), s], [out], name=name + "/w16"))
+        return out
+
     def linear(self, x: str, name: str, w_out_in: np.ndarray, keep_float: bool = False,
                key: str | None = None) -> str:
+        if self.quantize == "w16a16":
+            return self.linear_w16(x, name, np.asarray(w_out_in).T)
         if self.quantize == "gguf" and key in self.blocks and self.blocks[key].bits == 4:
             return self.matmul_nbits(x, name, self.blocks[key])
         w = np.asarray(w_out_in, dtype=np.float32).T  # [in, out]
@@ -186,12 +256,13 @@ def build_llama(weights: Mapping[str, np.ndarray], cfg: LlamaConfig, *, dtype: s
                 quantize: str = "none", blocks: Mapping[str, BlockQuant] | None = None) -> onnx.ModelProto:
     """The decoder-with-past graph for ``weights`` (HF layout, float arrays).
 
-    ``quantize``: "none" (float weights stored as ``dtype``), "int8" (per-channel int8, ffn_down float) or
-    "gguf" (every weight found in ``blocks`` kept in its GGUF block format, run by MatMulNBits)."""
+    ``quantize``: "none" (float weights stored as ``dtype``), "int8" (per-channel int8, ffn_down float),
+    "gguf" (every weight found in ``blocks`` kept in its GGUF block format, run by MatMulNBits) or "w16a16" (every
+    linear layer and the LM head with 16-bit weights and activations on the int8 matrix units, :meth:`_Builder.linear_w16`)."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
-    if quantize not in ("none", "int8", "gguf"):
-        raise ValueError(f"quantize must be 'none', 'int8' or 'gguf', not {quantize!r}")
+    if quantize not in ("none", "int8", "gguf", "w16a16"):
+        raise ValueError(f"quantize must be 'none', 'int8', 'gguf' or 'w16a16', not {quantize!r}")
     b = _Builder(dtype, quantize, blocks)
     H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     group = nh // nkv
@@ -310,6 +381,11 @@ def build_llama(weights: Mapping[str, np.ndarray], cfg: LlamaConfig, *, dtype: s
     if quantize == "gguf" and head_key in b.blocks and b.blocks[head_key].bits == 4:
         b.matmul_nbits(x, "lm_head.weight", b.blocks[head_key], output="logits")
         b.nodes[-1].name = "/lm_head/MatMul"
+    elif quantize == "w16a16":
+        # the head's input marked for add_scoring_head, which gathers the scored positions before the whole head
+        head_in = "/lm_head/input"
+        b.nodes.append(helper.make_node("Identity", [x], [head_in], name=HEAD_INPUT))
+        b.linear_w16(head_in, "lm_head.weight", np.asarray(weights[head_key]).T, output="logits")
     else:
         if head_key == "lm_head":
             head = b.weight("lm_head.weight", np.asarray(weights["lm_head"]).T)
@@ -345,10 +421,15 @@ def add_scoring_head(model: onnx.ModelProto) -> onnx.ModelProto:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
 
-    # find the tensor to gather positions from: the input A of the MatMul that ends the graph
+    # find the tensor to gather positions from: the input A of the MatMul that ends the graph (or, when the head is
+    # more than one MatMul, the input of the node build_llama marks as its start)
     gather_from, rewire_node, rewire_idx = "logits", None, None
     node, tensor = producers.get("logits"), "logits"
     hops = 0
+    marked = next((n for n in g.node if n.name == HEAD_INPUT and n.op_type == "Identity"), None)
+    if marked is not None:
+        gather_from, rewire_node, rewire_idx = marked.input[0], marked, 0
+        node = None
     while node is not None and hops < 4:
         if node.op_type in ("MatMul", "Gemm", "MatMulNBits") and consumers.get(node.input[0], 0) == 1:
             gather_from, rewire_node, rewire_idx = node.input[0], node, 0
@@ -396,3 +477,16 @@ def add_scoring_head(model: onnx.ModelProto) -> onnx.ModelProto:
     del g.value_info[:]
     g.value_info.extend(keep_vi)
     return model
+
+
+def set_nbits_accuracy(model: onnx.ModelProto, level: int) -> int:
+    """Set every MatMulNBits node's ``accuracy_level`` (4: int8 activations, quantised per block inside the
+    kernel, as llama.cpp's Q8_1); returns how many nodes were changed."""
+    n = 0
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            for a in node.attribute:
+                if a.name == "accuracy_level":
+                    a.i = level
+                    n += 1
+    return n

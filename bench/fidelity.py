@@ -59,7 +59,7 @@ def position_logprobs(be, ids: list[int]) -> np.ndarray:
     if not hasattr(be, "_fidelity_session"):
         proto = be.prepared_graph()
         proto.graph.output.append(helper.make_tensor_value_info("scoring.logprobs", TensorProto.FLOAT, None))
-        be._fidelity_session = be._create_session(proto.SerializeToString())
+        be._fidelity_session = be.create_session(proto.SerializeToString())
     L = len(ids)
     S = L + 1
     a = np.zeros((1, S), np.int64)
@@ -93,7 +93,7 @@ def activation_int8_kl() -> dict[str, float]:
     inputs = list(dict.fromkeys(n.input[0] for n in linear))  # q, k and v share theirs, as gate and up do
     for x in inputs:
         calib.graph.output.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, None))
-    sess = be._create_session(calib.SerializeToString())
+    sess = be.create_session(calib.SerializeToString())
     peak = {x: 0.0 for x in inputs}
     from backends.onnx._ragged import SEQLENS, TOTAL
 
@@ -133,7 +133,7 @@ def activation_int8_kl() -> dict[str, float]:
         g.graph.initializer.extend([numpy_helper.from_array(np.array(127, np.float32), "int8act.127"),
                                     numpy_helper.from_array(np.array(-127, np.float32), "int8act.m127")])
         g.graph.output.append(helper.make_tensor_value_info("scoring.logprobs", TensorProto.FLOAT, None))
-        s = be._create_session(g.SerializeToString())
+        s = be.create_session(g.SerializeToString())
         kl = n_pos = 0.0
         for t, a in zip(texts(), ref):
             be._fidelity_session = s

@@ -56,6 +56,14 @@ def serve(route: str, docs: int) -> None:
     from moraleval.plan.compile import compile_plan
 
     be = OnnxBackend(**ROUTES[route])
+    try:  # the backend's length-sorted batches (a method of the backend before issue 25's split)
+        from backends.onnx._backend import length_batches
+
+        def batches(lengths: list[int]) -> list[list[int]]:
+            return length_batches(lengths, be.settings["batch_size"], be.settings["max_batch_tokens"])
+    except ImportError:
+        def batches(lengths: list[int]) -> list[list[int]]:
+            return be._batches(lengths, be.settings["batch_size"])
     plan = compile_plan(check(ROOT / "bench" / "lmeval_bbq.me", mode="plan"))
     reqs = [r.score_request({}) for r in plan.requests][:docs]
     call = max(8, int(be.call_size("score")))  # the runner's call: max(--batch-size 8, call_size)
@@ -72,7 +80,7 @@ def serve(route: str, docs: int) -> None:
             for c in calls:
                 chunk = [be._prompt_ids(i, r.prompt) for i, r in enumerate(c)]
                 work += sum(len(p) for p in chunk)
-                for batch in be._batches([len(p) for p in chunk], be.settings["batch_size"]):
+                for batch in batches([len(p) for p in chunk]):
                     t0 = time.perf_counter()
                     be._decoder.prefill([chunk[i] for i in batch], want_present=False)
                     t += time.perf_counter() - t0

@@ -575,7 +575,7 @@ class RaggedDecoder:
                         self.prefixes.put(prompts[i], [src[r, :, :L].copy() for src in present])
                 for r, i in enumerate(take):
                     state = {"i": i, "gen": [], "rng": np.random.default_rng(reqs[i].seed), "len": len(prompts[i])}
-                    if accept(state, be._pick(next_lp[r], reqs[i], state["rng"])):
+                    if accept(state, pick_token(next_lp[r], reqs[i], state["rng"])):
                         row = len(slots)
                         L = state["len"]
                         for dst, src in zip(kv, present):
@@ -594,7 +594,7 @@ class RaggedDecoder:
             alive = []
             for r, s in enumerate(slots):
                 s["len"] += 1
-                if accept(s, be._pick(next_lp[r], reqs[s["i"]], s["rng"])):
+                if accept(s, pick_token(next_lp[r], reqs[s["i"]], s["rng"])):
                     alive.append(r)
             if len(alive) < A:  # compact: the surviving rows move to the front, in order
                 for new, old in enumerate(alive):
@@ -606,3 +606,20 @@ class RaggedDecoder:
                 fill()
             if between is not None:
                 between()
+
+
+def pick_token(lp: np.ndarray, req: GenerateRequest, rng: np.random.Generator) -> int:
+    """The next token: argmax at temperature 0, else a draw from the nucleus (top_p) of the tempered distribution."""
+    if req.temperature == 0:
+        return int(np.argmax(lp))
+    z = lp.astype(np.float64) / req.temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    ps = p[order]
+    if req.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(ps), req.top_p) + 1)
+        ps = ps[:keep] / ps[:keep].sum()
+        order = order[:keep]
+    u = rng.random()
+    return int(order[min(int(np.searchsorted(np.cumsum(ps), u, side="right")), len(order) - 1)])

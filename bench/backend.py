@@ -26,7 +26,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.onnx import OnnxBackend, import_default_model  # noqa: E402
-from backends.onnx._backend import left_pad, physical_cores  # noqa: E402
+from backends.onnx._backend import physical_cores  # noqa: E402
+
+try:  # a module function since issue 25 (bench/routes.py imports this file against older code too)
+    from backends.onnx._backend import left_pad  # noqa: E402
+except ImportError:
+    left_pad = OnnxBackend._left_pad
 from moraleval.backend import Prompt, ScoreRequest  # noqa: E402
 
 NAMES = ["Alex", "Jordan", "Sam", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Avery", "Quinn", "Robin", "Drew"]

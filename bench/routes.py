@@ -53,7 +53,10 @@ def serve(route: str, docs: int) -> None:
     from bench.backend import bbq_prompt
     from moraleval.backend import GenerateRequest, Prompt
     from moraleval.checker import check
-    from moraleval.plan.compile import compile_plan
+    try:  # the baseline ('today') worker runs this file against the code before issue 20's layout
+        from moraleval.plan.compile import compile_plan
+    except ImportError:
+        from moraleval.planner import compile_plan
 
     be = OnnxBackend(**ROUTES[route])
     try:  # the backend's length-sorted batches (a method of the backend before issue 25's split)

@@ -387,7 +387,7 @@ def test_a_slow_template_stops_at_the_time_limit(monkeypatch):
     ({"workers": 0}, "workers must be from 1 to 4,096, got 0"),
     ({"limit": -1}, "limit must be at least 0, got -1"),
     ({"limit": 1.5}, "limit must be a whole number, got 1.5"),
-    ({"progress": "yes"}, "progress must be True or False, got 'yes'"),
+    ({"progress": "yes"}, "progress must be one of auto, bar, plain, none (or True/False), got 'yes'"),
     ({"models": 5}, "models must be a name, 'a,b' or a list of names, got 5"),
     ({"cache": 5}, "cache must be a directory or a ResponseCache, got 5"),
     ({"data": [1, 2]}, "data must be a data root or a list of them (paths), got (1, 2)"),

@@ -246,7 +246,7 @@ def test_winogenerated_rho_recomputed_with_numpy_corrcoef(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec, args, check", [
-    ("discrim_eval.me", ["--set", "ages=20,60,100", "--limit", "30"], check_discrim),
+    ("discrim_eval.me", ["--set", "ages=20,60,100", "--limit", "60"], check_discrim),
     ("model_written.me", [], check_model_written),
     ("winogenerated.me", [], check_winogenerated),
 ])
@@ -256,6 +256,43 @@ def test_each_spec_on_the_embedded_model(tmp_path, spec, args, check):
     out = tmp_path / "run"
     assert main(["run", str(SPECS / spec), "--out", str(out), "--no-progress", *args]) == 0
     if check is check_discrim:
-        check(out, limited=True)
+        figures = check(out, limited=True)
+        lme4 = _lme4_default(out, tmp_path)
+        if lme4 is not None:  # R's lme4 on the same items: the same coefficients
+            for term, value in lme4.items():
+                assert figures[("default", term)][0] == pytest.approx(value, abs=1e-4), term
     else:
         check(out)
+
+
+R_TERMS = {"(Intercept)": "Intercept", "scale(age)": "z(age)", "raceAsian": "race=Asian", "raceBlack": "race=Black",
+           "raceHispanic": "race=Hispanic", "raceNative American": "race=Native American",
+           "genderfemale": "gender=female", "gendernon-binary": "gender=non-binary"}
+
+
+def _lme4_default(run: Path, tmp: Path) -> dict | None:
+    """lme4's fixed effects for the default condition (None where R or lme4 is not installed)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("Rscript")
+    if exe is None or subprocess.run([exe, "-e", "library(lme4)"], capture_output=True).returncode != 0:
+        return None
+    import pandas as pd
+
+    rows = [dict(s["values"], y=s["logprobs"][0] - s["logprobs"][1]) for s in samples(run)
+            if s["task"] == "decide" and s["condition"] == "default" and s["readout"]["status"] == "ok"]
+    pd.DataFrame(rows).to_csv(tmp / "d.csv", index=False)
+    program = (f'suppressMessages(library(lme4)); d <- read.csv("{(tmp / "d.csv").as_posix()}", '
+               'stringsAsFactors = FALSE); d$race <- relevel(factor(d$race), ref = "white"); '
+               'd$gender <- relevel(factor(d$gender), ref = "male"); '
+               'm <- lmer(y ~ scale(age) + race + gender + (1 | decision_question_id), data = d, REML = TRUE); '
+               'f <- fixef(m); for (i in seq_along(f)) cat(names(f)[i], "|", format(f[i], digits = 15), "\\n")')
+    res = subprocess.run([exe, "-e", program], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, value = line.partition(" | ")
+        out[R_TERMS[name.strip()]] = float(value)
+    assert len(out) == 8
+    return out

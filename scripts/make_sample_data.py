@@ -217,6 +217,20 @@ sha256 of `bbq/sample.jsonl`: `{sample_sha}`.
 """
 
 
+# Samples written by other scripts in this folder (no upstream input): each module's ``build()`` gives its files
+# and ``attribution()`` its section of ATTRIBUTION.md, so that SHA256SUMS and ATTRIBUTION.md cover them too.
+EXTRA_GENERATORS = ("make_synthetic_samples",)
+
+
+def _extra_generator(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(data_root: Path) -> dict[str, bytes]:
     """Every output file (path relative to the sample folder -> bytes), SHA256SUMS included."""
     out: dict[str, bytes] = {}
@@ -228,7 +242,12 @@ def build(data_root: Path) -> dict[str, bytes]:
     out[SAMPLE_PATH] = sample
     for dst, src in COPIED.items():
         out[dst] = read_verified(data_root, src)
-    out["ATTRIBUTION.md"] = attribution_text(chosen, sha256_bytes(sample)).encode("utf-8")
+    attribution = attribution_text(chosen, sha256_bytes(sample))
+    for name in EXTRA_GENERATORS:
+        generator = _extra_generator(name)
+        out.update(generator.build())
+        attribution += "\n" + generator.attribution()
+    out["ATTRIBUTION.md"] = attribution.encode("utf-8")
     sums = "".join(f"{sha256_bytes(out[rel])}  {rel}\n" for rel in sorted(out))
     out["SHA256SUMS"] = sums.encode("ascii")
     return out

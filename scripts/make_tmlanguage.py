@@ -89,7 +89,7 @@ def build() -> dict:
             "operator-word": {"name": "keyword.operator.word.moraleval", "match": _alternation(operators)},
             "number": {"name": "constant.numeric.moraleval",
                        "match": r"\b[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\b"},
-            "operator": {"name": "keyword.operator.moraleval", "match": r"==|!=|<=|>=|[<>=+\-*/%:]"},
+            "operator": {"name": "keyword.operator.moraleval", "match": r"==|!=|<=|>=|[<>=+\-*/%:~|]"},
             "name": {"name": "variable.other.moraleval", "match": r"\b[A-Za-z_][A-Za-z_0-9]*\b"},
             "punctuation": {"name": "punctuation.separator.moraleval", "match": r"[{}()\[\],.]"},
             "invalid": {"name": "invalid.illegal.moraleval", "match": r"[^\s]"},

@@ -19,8 +19,10 @@ import numpy as np
 from moraleval.checker.row_env import RowEnv
 from moraleval.data.tables import convert_number
 from moraleval.language import nodes as n
+from moraleval.language.exprjson import to_source
 from moraleval.language.nodes import ROW_ID, VARIANT
 from moraleval.language.rowexpr import EvalError, compile_expr, evaluate
+from moraleval.util.text import shorten
 
 #: ``load(relative_path, fmt, node, optional) -> rows | None``: a verified file's rows (None: not loaded)
 Loader = Callable[[str, str, Any, bool], "list[dict[str, Any]] | None"]
@@ -46,15 +48,27 @@ class DatasetResult:
     # check only: rows of stand-in files (same format, declared by the dataset) for absent ones, so templates
     # can still be rendered once; never planned or run
     stand_in_rows: list[dict[str, Any]] | None = None
+    # rows left out because they fail a `fields` or `expect` line (each failure is an error: the run stops)
+    malformed_rows: int = 0
 
 
 class StatementError(Exception):
-    """A dataset statement failed; ``node`` is where, ``row`` the offending row index when one is to blame."""
+    """A dataset statement failed; ``node`` is where, ``row`` the offending row index when one is to blame,
+    ``code`` the diagnostic code (E137 for a failing line; E128/E129 for a malformed row of a data file)."""
 
     def __init__(self, message: str, node: Any, hint: str | None = None, row: str | None = None,
-                 names: list[str] | None = None) -> None:
+                 names: list[str] | None = None, code: str = "E137") -> None:
         super().__init__(message)
-        self.node, self.hint, self.row, self.names = node, hint, row, names
+        self.node, self.hint, self.row, self.names, self.code = node, hint, row, names, code
+
+
+class SourcedRows(list):
+    """A file's rows as the loader returns them, with the file's path and the line each row starts on, so that a
+    malformed row can be named by its file and line (a plain list from a loader is accepted too: no lines)."""
+
+    def __init__(self, rows: list[dict[str, Any]], file: str, lines: list[int]) -> None:
+        super().__init__(rows)
+        self.file, self.lines = file, lines
 
 
 def key_string(v: Any) -> str:
@@ -134,6 +148,15 @@ class _Pipeline:
     result: DatasetResult
     rows: list[dict[str, Any]] = attrs.Factory(list)
     columns: list[str] = attrs.Factory(list)
+    # id(row) -> (the row, file, line) for rows read from a file with lines; the row is held so its id stays its own
+    sources: dict[int, tuple[dict[str, Any], str, int]] = attrs.Factory(dict)
+
+    def where(self, r: dict[str, Any], i: int) -> str:
+        """``file:line`` of a row read from a file, else its position (and id column)."""
+        src = self.sources.get(id(r))
+        if src is not None and src[0] is r:
+            return f"{src[1]}:{src[2]}"
+        return _row_label(r, i)
 
     def report(self, exc: StatementError | EvalError) -> None:
         if self.on_error is None:
@@ -156,6 +179,9 @@ def _read(p: _Pipeline, read: n.Read) -> None:
         if loaded is None:
             p.result.columns_known = False
             continue
+        if isinstance(loaded, SourcedRows):
+            for r, line in zip(loaded, loaded.lines):
+                p.sources[id(r)] = (r, loaded.file, line)
         for r in loaded:
             if binding:
                 for k, v in binding.items():
@@ -281,10 +307,146 @@ def _expand(p: _Pipeline, stmt: n.Expand) -> None:
         p.columns.append(stmt.var)
 
 
+_ABSENT = object()
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    """Whether a row's value has a ``fields`` type (``_ABSENT`` for a field the row lacks)."""
+    if kind == "none":
+        return value is _ABSENT or value is None
+    if value is _ABSENT:
+        return False
+    if kind.startswith("list of "):
+        return isinstance(value, list) and all(_is_type(v, kind[8:]) for v in value)
+    return {"text": lambda v: isinstance(v, str),
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "bool": lambda v: isinstance(v, bool),
+            "list": lambda v: isinstance(v, list),
+            "record": lambda v: isinstance(v, dict),
+            "any": lambda v: v is not None}[kind](value)
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind in ("bool", "int", "number", "text", "record"):
+        if _is_type(value, kind):
+            return {"int": "a whole number", "number": "a number", "record": "a record", "bool": "true/false"}.get(
+                kind, kind)
+    if isinstance(value, list):
+        inner = sorted({_kind_of(v) for v in value})
+        return "a list" + (f" of {', '.join(inner)}" if inner else " (empty)")
+    return type(value).__name__
+
+
+def _more(p: _Pipeline, failing: list[int]) -> str:
+    """`` (and 47 more rows: lines 2, 3, 4, 5, 6, ... of f.jsonl)``: where else the same problem is, briefly."""
+    if len(failing) <= 1:
+        return ""
+    places = [p.where(p.rows[i], i) for i in failing[1:6]]
+    tail = ", ..." if len(failing) > 6 else ""
+    files = {w.rpartition(":")[0] for w in places}
+    if len(files) == 1 and all(w.rpartition(":")[2].isdigit() for w in places):
+        shown = "lines " + ", ".join(w.rpartition(":")[2] for w in places) + tail + f" of {files.pop()}"
+    else:
+        shown = ", ".join(places) + tail
+    return f" (and {len(failing) - 1} more row(s): {shown})"
+
+
+_MALFORMED_HINT = ("the data file is malformed or is not the version the spec was written for: look at that line "
+                   "(restore the file, e.g. with `moraleval data fetch`), or correct the spec if the format is right")
+
+
+def _fields(p: _Pipeline, stmt: n.Fields) -> None:
+    """Every row has every declared field, of a declared type; a field that may be ``none`` is set to none where
+    absent (so every row has the column).  Rows that fail are reported (E128) and dropped from the pipeline, so
+    the lines below do not fail on them again."""
+    bad: set[int] = set()
+    for fd in stmt.fields:
+        failing = [i for i, r in enumerate(p.rows) if not any(_is_type(r.get(fd.name, _ABSENT), k) for k in fd.types)]
+        if failing:
+            i = failing[0]
+            value = p.rows[i].get(fd.name, _ABSENT)
+            got = "is missing" if value is _ABSENT else f"is {_kind_of(value)} ({shorten(_show(value), 60)})"
+            want = " or ".join("absent or null" if k == "none" else k for k in fd.types)
+            p.report(StatementError(f"{p.where(p.rows[i], i)}: field '{fd.name}' {got}, expected {want}"
+                                    f"{_more(p, failing)}", fd, _MALFORMED_HINT, code="E128"))
+            bad.update(failing)
+        if "none" in fd.types:
+            for r in p.rows:
+                r.setdefault(fd.name, None)
+            if fd.name not in p.columns:
+                p.columns.append(fd.name)
+    if bad:
+        p.result.malformed_rows += len(bad)
+        p.rows = [r for i, r in enumerate(p.rows) if i not in bad]
+
+
+def _expect(p: _Pipeline, stmt: n.Expect) -> None:
+    """Every row meets the condition; the rows that do not are reported (E129, with the values the condition
+    read) and dropped from the pipeline (a row on which the condition cannot be evaluated is reported as E137)."""
+    fn = compile_expr(stmt.cond)
+    env = RowEnv({}, p.consts)
+    false_rows: list[int] = []
+    broken: list[int] = []
+    for i, r in enumerate(p.rows):
+        env.row = r
+        try:
+            ok = fn(env)
+        except EvalError as exc:
+            if not broken:
+                p.report(_row_failure(p, exc, r, i))
+            broken.append(i)
+            continue
+        if not ok:
+            false_rows.append(i)
+    if false_rows:
+        i = false_rows[0]
+        shown = ", ".join(f"{name} = {shorten(_show(p.rows[i].get(name)), 50)}"
+                          for name in _column_names(stmt.cond) if name in p.rows[i])
+        why = f" ({stmt.reason})" if stmt.reason else ""
+        p.report(StatementError(f"{p.where(p.rows[i], i)}: expect{why} fails: `{to_source(stmt.cond)}` is false "
+                                f"for this row" + (f" ({shown})" if shown else "") + _more(p, false_rows), stmt,
+                                _MALFORMED_HINT, code="E129"))
+    if false_rows or broken:
+        drop = set(false_rows) | set(broken)
+        p.result.malformed_rows += len(drop)
+        p.rows = [r for i, r in enumerate(p.rows) if i not in drop]
+
+
+def _column_names(expr: Any) -> list[str]:
+    """The plain names an expression reads, in order, once each (for showing a failing row's values)."""
+    out: list[str] = []
+
+    def walk(e: Any) -> None:
+        if isinstance(e, n.Name):
+            if e.name not in out:
+                out.append(e.name)
+        elif attrs.has(type(e)):
+            for f in attrs.fields(type(e)):
+                v = getattr(e, f.name)
+                for x in (v if isinstance(v, tuple) else (v,)):
+                    if attrs.has(type(x)):
+                        walk(x)
+
+    walk(expr)
+    return out
+
+
+def _show(v: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(v, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
 #: the handler of each statement that changes the rows read, run in the order written (``origin`` and ``file``
 #: lines only declare; ``read`` and ``expand`` lines have steps of their own, see ``run_pipeline``)
 ROW_HANDLERS: dict[type, Callable[[_Pipeline, Any], None]] = {
-    n.Join: _join, n.Derive: _derive, n.Filter: _filter, n.Sample: _sample,
+    n.Join: _join, n.Derive: _derive, n.Filter: _filter, n.Sample: _sample, n.Fields: _fields, n.Expect: _expect,
 }
 
 
@@ -334,12 +496,26 @@ def _apply(p: _Pipeline, fn: Callable[[RowEnv], Any], store: Callable[[dict, Any
             value = fn(env)
         except EvalError as exc:
             if not failed:
-                names = [*r, *p.consts, "row"]
-                p.report(StatementError(str(exc), exc.node, row=_row_label(r, i), names=names))
+                p.report(_row_failure(p, exc, r, i))
                 failed = True
             continue
         store(r, value)
     return failed
+
+
+def _row_failure(p: _Pipeline, exc: EvalError, r: dict[str, Any], i: int) -> StatementError:
+    """An expression failed on a row: name the row (its file and line when known).  A name that other rows have
+    as a column is a field this row lacks (a malformed row), not an unknown column."""
+    node = exc.node
+    if str(exc).startswith("unknown name") and isinstance(node, n.Name) and node.name in p.columns:
+        return StatementError(f"{p.where(r, i)}: field '{node.name}' is missing (other rows have it)", node,
+                              _MALFORMED_HINT + "; or declare it `fields " + node.name + ": ... or none`",
+                              code="E128")
+    label = _row_label(r, i)
+    src = p.sources.get(id(r))
+    if src is not None and src[0] is r:
+        label += f", {src[1]}:{src[2]}"
+    return StatementError(str(exc), node, row=label, names=[*r, *p.consts, "row"])
 
 
 def _row_label(r: dict[str, Any], i: int) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 
 from moraleval.checker.context import CheckContext
-from moraleval.checker.dataset_pipeline import DatasetResult, StatementError, run_pipeline
+from moraleval.checker.dataset_pipeline import DatasetResult, SourcedRows, StatementError, run_pipeline
 from moraleval.data.roots import (BUILTIN_SAMPLE, DataRoot, describe_roots, locate, near_names, sample_data_dir,
                                   search_path)
-from moraleval.data.tables import UnsafePath, read_table
+from moraleval.data.tables import UnsafePath, read_table, read_table_lines
 from moraleval.errors import DataError
 from moraleval.errors.source import Source
 from moraleval.language import nodes as n
@@ -66,17 +66,18 @@ class _DatasetFiles:
     origin: n.Origin | None
     files_read: dict[str, str] = attrs.Factory(dict)  # relative path -> sha256
     cache: dict[str, Any] = attrs.Factory(dict)  # relative path -> rows (None: could not be read)
+    lines: dict[str, list[int]] = attrs.Factory(dict)  # relative path -> the line each row starts on
     missing: dict[int, tuple[Any, list[str]]] = attrs.Factory(dict)  # id(statement) -> (statement, absent files)
 
     def pinned(self, rel: str) -> str | None:
         decl = self.declared.get(rel)
-        return decl.sha256 if decl is not None and _SHA256.fullmatch(decl.sha256) else None
+        return decl.sha256 if decl is not None and decl.sha256 and _SHA256.fullmatch(decl.sha256) else None
 
     def load(self, rel: str, fmt: str, node: Any, optional: bool) -> list[dict[str, Any]] | None:
         """A fresh copy of the file's rows, or None (the reason reported, or the file noted as missing)."""
         ctx, ds, src, cache = self.ctx, self.ds, self.src, self.cache
         if rel in cache:
-            return [dict(r) for r in cache[rel]] if cache[rel] is not None else None
+            return self._copy(rel)
         cache[rel] = None
         decl = self.declared.get(rel)
         try:
@@ -108,8 +109,15 @@ class _DatasetFiles:
                       f"add to dataset '{ds.name}': file \"{rel}\" sha256 \"{found.sha256}\" "
                       f"(after checking the file is the one you mean)", src, code="E134")
             return None
+        if decl.sha256 is None:
+            upstream = f' upstream "{decl.upstream}"' if decl.upstream else ""
+            ctx.error(f"data file '{rel}' is declared `unpinned`: its sha256 is not in the spec, so nothing could "
+                      f"tell whether it is the file the study means; it is not read (found {found.path})", decl,
+                      f"check the file (the sha256 its origin publishes, or a second download), then replace the "
+                      f"`unpinned` line with: file \"{rel}\" sha256 \"{found.sha256}\"{upstream}", src, code="E130")
+            return None
         try:
-            rows = read_table(found.path, fmt)
+            rows, lines = read_table_lines(found.path, fmt)
         except DataError as exc:
             ctx.error(exc.message, node, exc.hint, src, code="E136")
             return None
@@ -117,7 +125,15 @@ class _DatasetFiles:
         ctx.data_paths[rel] = found.path
         ctx.used_roots.setdefault(found.root.path, found.root)
         cache[rel] = rows
-        return [dict(r) for r in rows]
+        self.lines[rel] = lines
+        return self._copy(rel)
+
+    def _copy(self, rel: str) -> SourcedRows | None:
+        """A fresh copy of a file's rows (the pipeline changes rows in place), with their lines."""
+        rows = self.cache[rel]
+        if rows is None:
+            return None
+        return SourcedRows([dict(r) for r in rows], rel, self.lines.get(rel, []))
 
     def report(self, exc: StatementError) -> None:
         """A pipeline problem as a diagnostic: an unknown name is a column (or function) of this dataset."""
@@ -133,7 +149,7 @@ class _DatasetFiles:
             message = f"unknown function '{name}' in dataset '{self.ds.name}'"
         elif exc.row:
             message = f"{message} (in {exc.row})"
-        self.ctx.error(message, exc.node, hint, self.src, code="E137")
+        self.ctx.error(message, exc.node, hint, self.src, code=exc.code)
 
 
 def _dataset(ctx: CheckContext, ds: n.Dataset) -> DatasetResult:
@@ -141,7 +157,7 @@ def _dataset(ctx: CheckContext, ds: n.Dataset) -> DatasetResult:
     declared: dict[str, n.FileDecl] = {}
     origin = next((s for s in ds.body if isinstance(s, n.Origin)), None)
     for f in (s for s in ds.body if isinstance(s, n.FileDecl)):
-        if not _SHA256.fullmatch(f.sha256):
+        if f.sha256 is not None and not _SHA256.fullmatch(f.sha256):
             ctx.error(f"sha256 of '{f.path}' must be 64 hex digits, got {len(f.sha256)} characters", f,
                       "copy the value from the dataset's SHA256SUMS", src, code="E131")
         if f.path in declared:
@@ -165,7 +181,8 @@ def _dataset(ctx: CheckContext, ds: n.Dataset) -> DatasetResult:
         result.columns = []  # unknown: checks that need the columns are skipped (the cause is reported)
     for sample in (s for s in ds.body if isinstance(s, n.Sample)):
         _check_sample(ctx, sample, result, src)
-    if not result.rows and files.files_read and result.columns_known and not files.missing:
+    if (not result.rows and files.files_read and result.columns_known and not files.missing
+            and not result.malformed_rows):
         ctx.warn(f"dataset '{ds.name}' has no rows left after its filters", ds, source=src, code="W131")
     return result
 
@@ -192,6 +209,8 @@ def _stand_in_columns(ctx: CheckContext, files: _DatasetFiles, result: DatasetRe
                 stand_ins[fmt] = (rel, cache[rel])
                 break
             decl = declared[rel]
+            if decl.sha256 is None:
+                continue  # an unpinned file is never read, not even for its columns
             try:
                 found = locate(fallback_roots, rel, decl.sha256)
             except UnsafePath:

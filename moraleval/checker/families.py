@@ -43,7 +43,10 @@ def _with_levels(e: n.Expr, ds: DatasetResult, fail: Any) -> n.Expr:
             fail(f"levels({col}): no column '{col}' in dataset '{ds.name}'", e.args[0],
                  did_you_mean(col, ds.columns))
             return n.Literal([], span=e.span)
-        return n.Literal(sort_levels(r.get(col) for r in ds.rows), span=e.span)
+        # check only, with the dataset's files absent: the levels of the stand-in rows (same format), so that the
+        # rest of the spec is still checked; such a dataset is never planned
+        rows = ds.rows if ds.rows or ds.stand_in_rows is None else ds.stand_in_rows
+        return n.Literal(sort_levels(r.get(col) for r in rows), span=e.span)
     if not attrs.has(type(e)):
         return e
     changes = {}

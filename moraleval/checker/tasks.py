@@ -216,22 +216,34 @@ def _check_choose(ctx: CheckContext, c: ResolvedCondition, ds: DatasetResult, sr
                           choose.values, source=src, code="E163")
     if id(choose) not in rotate_checked:
         rotate_checked.add(id(choose))
-        _check_rotate(ctx, choose, ds, src, options)
+        _check_rotate(ctx, choose, ds, src, options, first_row)
 
 
-def _check_rotate(ctx: CheckContext, choose: n.Choose, ds: DatasetResult, src: Source, options: Any) -> None:
+def _check_rotate(ctx: CheckContext, choose: n.Choose, ds: DatasetResult, src: Source, options: Any,
+                  first_row: dict[str, Any] | None = None) -> None:
     """`choose ... rotate c0, c1, ...`: distinct dataset columns, at least two (E166), one per option on the
-    first row (E167)."""
+    first row (E167); or one column holding a list, with one element per option (the options' texts written
+    inside the prompt, e.g. the "(A) ... (B) ..." of a model-written evaluation's question)."""
     rot = choose.rotate
     if not rot:
         return
-    if (len(rot) >= 2 and isinstance(options, list) and options and all(isinstance(o, str) for o in options)
-            and len(options) != len(rot)):
+    options_ok = isinstance(options, list) and options and all(isinstance(o, str) for o in options)
+    if len(rot) == 1:
+        shown = first_row.get(rot[0], None) if first_row is not None else None
+        if first_row is None or rot[0] not in first_row:
+            pass  # no row to look at, or an unknown column (reported below)
+        elif not isinstance(shown, list):
+            ctx.error(f"'rotate {rot[0]}': one rotated column must hold a list (one element per option), but it "
+                      f"holds {type(shown).__name__} on the first row", choose,
+                      "name one column per option (rotate ans0, ans1, ans2), or one column holding the options' "
+                      "texts as a list", src, code="E166")
+        elif options_ok and len(shown) != len(options):
+            ctx.error(f"'rotate {rot[0]}' holds {len(shown)} elements on the first row but 'choose {choose.name}' "
+                      f"has {len(options)} options", choose, "the list needs one element per option, in the "
+                      "order the prompt shows them", src, code="E167")
+    elif options_ok and len(options) != len(rot):
         ctx.error(f"'rotate' names {len(rot)} columns but 'choose {choose.name}' has {len(options)} options",
                   choose, "name one column per option, in the order the prompt shows them", src, code="E167")
-    if len(rot) < 2:
-        ctx.error("'rotate' needs at least two columns (one per option)", choose,
-                  "e.g.: rotate ans0, ans1, ans2", src, code="E166")
     dup = sorted({c for c in rot if rot.count(c) > 1})
     if dup:
         ctx.error(f"'rotate' names column(s) {', '.join(dup)} more than once", choose, None, src, code="E166")

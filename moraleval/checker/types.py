@@ -138,6 +138,9 @@ class TypeCheck:
             if t is None:
                 return None
             types.append(t)
+            if kind == "group" and t in (VECTOR_T, MAPPING, LIST):
+                return self._bad(f"{e.func}(): the group (argument {i + 1}) is one value per item (a column such as "
+                                 f"occupation); `{to_source(a)}` is {_a(t)}", a)
             if kind == "vector" and t not in (VECTOR_T, LIST, ANY):
                 return self._bad(f"{e.func}() needs a vector (a choice's dist(...), a list column, a record's entry) "
                                  f"as its argument {i + 1}; `{to_source(a)}` is {_a(t)}", a)

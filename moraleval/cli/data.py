@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from moraleval.language import nodes as n
-    from moraleval.data.fetch import FetchFile, default_data_root, fetch_files, github_raw_url
+    from moraleval.data.fetch import FetchFile, default_data_root, fetch_files, origin_url
     from moraleval.language.parser import parse_file
 
     specs = args.spec or sorted(str(p) for p in Path("specs").rglob("*.me"))
@@ -55,21 +55,18 @@ def command(args: argparse.Namespace) -> int:
     origin = next((s for s in ds.body if isinstance(s, n.Origin)), None)
     if origin is None:
         raise MoralevalError(f"dataset '{ds.name}' in {spec} has no 'origin' line, so there is nowhere to fetch from",
-                             hint='add e.g.: origin github "owner/repo" commit "<40 hex digits>"')
+                             hint='add e.g.: origin github "owner/repo" commit "<40 hex digits>" (or origin '
+                                  'huggingface "owner/name" commit "..." for a Hugging Face dataset repository)')
     files = []
+    upstream_of = {}
     for f in (s for s in ds.body if isinstance(s, n.FileDecl)):
         if args.only and f.path not in args.only:
             continue
         if f.upstream is None:
             print(f"skipping {f.path}: it has no 'upstream' path (a local file, e.g. a shipped sample)")
             continue
-        upstream = f.upstream
-        if origin.kind == "github":
-            if not origin.commit:
-                raise MoralevalError(f"dataset '{ds.name}': a github origin needs a pinned commit")
-            url = github_raw_url(origin.location, origin.commit, upstream)
-        else:
-            url = origin.location.rstrip("/") + "/" + upstream
+        url = origin_url(origin.kind, origin.location, origin.commit, f.upstream)
+        upstream_of[f.path] = f.upstream
         files.append(FetchFile(f.path, url, f.sha256))
     if not files:
         raise MoralevalError(f"nothing to fetch for dataset '{ds.name}'",
@@ -81,10 +78,25 @@ def command(args: argparse.Namespace) -> int:
     report = fetch_files(files, dest, raise_on_failure=False)
     if report.ok or args.verbose:
         print(report.summary())
+    if report.unpinned:
+        _print_pins(report, ds.name, spec, upstream_of)
     if not report.ok:
         raise FetchError(report, verbose=args.verbose)
     print(f"done: use --data {dest} (or nothing: moraleval looks there by default)")
     return 0
+
+
+def _print_pins(report, dataset: str, spec: str, upstream_of: dict) -> None:
+    """Files declared `unpinned` were fetched without verification: say so, and print the exact lines that pin
+    them (moraleval refuses to read them until the spec holds these lines)."""
+    print(f"\nWARNING: {len(report.unpinned)} file(s) of dataset '{dataset}' are declared `unpinned` in {spec}: "
+          f"their content was NOT verified, and check/plan/run will not read them until they are pinned.")
+    print("Check each file (compare the sha256 below with the one its origin publishes, e.g. on the Hugging Face "
+          "file page, or with a second download), then replace its `unpinned` line with:")
+    for f, actual in report.unpinned:
+        upstream = upstream_of.get(f.path)
+        print(f'    file "{f.path}" sha256 "{actual}"' + (f' upstream "{upstream}"' if upstream else "")
+              + f"    # from {f.url}")
 
 
 def _with_imports(specs: list[str]) -> list[str]:

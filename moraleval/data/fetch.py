@@ -18,8 +18,13 @@ Guarantees:
 ``FetchError`` (a ``DataError``; its ``report`` attribute holds the report) if any file failed; pass
 ``raise_on_failure=False`` to get the report back either way.
 
+A file declared without a sha256 (``unpinned``: a public file whose hash could not be established when the spec was
+written) is downloaded without verification and its actual sha256 is reported (``FetchReport.unpinned``), so the
+caller can print the line that pins it; the checker refuses to read it until then.
+
 ``MORALEVAL_DATA_HOME`` overrides the default data root; ``MORALEVAL_GITHUB_RAW_BASE`` overrides
-``https://raw.githubusercontent.com`` in ``github_raw_url`` (tests point it at a local server).
+``https://raw.githubusercontent.com`` in ``github_raw_url`` and ``MORALEVAL_HF_BASE`` ``https://huggingface.co`` in
+``huggingface_url`` (tests point them at a local server).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from moraleval.util.files import current_umask, sha256_file
 ENV_DATA_HOME = "MORALEVAL_DATA_HOME"
 ENV_GITHUB_RAW_BASE = "MORALEVAL_GITHUB_RAW_BASE"
 DEFAULT_GITHUB_RAW_BASE = "https://raw.githubusercontent.com"
+ENV_HF_BASE = "MORALEVAL_HF_BASE"
+DEFAULT_HF_BASE = "https://huggingface.co"
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # plus any other 5xx
@@ -84,6 +91,33 @@ def github_raw_url(repo: str, commit: str, path: str) -> str:
     return f"{base.rstrip('/')}/{repo}/{commit}/{quote(path, safe='/')}"
 
 
+def huggingface_url(repo: str, commit: str, path: str) -> str:
+    """``https://huggingface.co/datasets/{repo}/resolve/{commit}/{path}``: a file of a Hugging Face *dataset*
+    repository at a revision (a full commit SHA pins it); the base is overridable by ``$MORALEVAL_HF_BASE``."""
+    if not _REPO_RE.match(repo or ""):
+        raise DataError(f"invalid Hugging Face dataset repository {repo!r}",
+                        hint='write it as "owner/name", e.g. "Anthropic/discrim-eval"')
+    if not _REF_RE.match(commit or "") or ".." in commit:
+        raise DataError(f"invalid revision {commit!r} for {repo}", hint="pin the full 40-character commit SHA")
+    _check_rel_path(path, what="upstream path")
+    base = os.environ.get(ENV_HF_BASE) or DEFAULT_HF_BASE
+    return f"{base.rstrip('/')}/datasets/{repo}/resolve/{commit}/{quote(path, safe='/')}"
+
+
+def origin_url(kind: str, location: str, commit: str | None, path: str) -> str:
+    """The URL of one upstream file of an ``origin`` line: a GitHub or Hugging Face repository at a commit (which
+    is required: a branch name would let the file change), or ``<base url>/<path>``."""
+    if kind in ("github", "huggingface"):
+        if not commit:
+            raise DataError(f"a {kind} origin needs a pinned commit ({location})",
+                            hint=f'add it: origin {kind} "{location}" commit "<40 hex digits>"')
+        return (github_raw_url if kind == "github" else huggingface_url)(location, commit, path)
+    if kind == "url":
+        _check_rel_path(path, what="upstream path")
+        return location.rstrip("/") + "/" + quote(path, safe="/")
+    raise DataError(f"unknown origin kind {kind!r}", hint="use github, huggingface or url")
+
+
 def _check_rel_path(path: str, *, what: str) -> PurePosixPath:
     p = PurePosixPath(path) if isinstance(path, str) else None
     if (
@@ -106,21 +140,26 @@ def _check_rel_path(path: str, *, what: str) -> PurePosixPath:
 # data
 
 
-def _norm_sha(value: str) -> str:
+def _norm_sha(value: str | None) -> str | None:
     return value.strip().lower() if isinstance(value, str) else value
 
 
 @attrs.frozen
 class FetchFile:
-    """One file to fetch: ``path`` relative to the data root, the ``url`` to get it from, its pinned ``sha256``."""
+    """One file to fetch: ``path`` relative to the data root, the ``url`` to get it from, its pinned ``sha256``
+    (None: declared unpinned; downloaded unverified and its actual hash reported)."""
 
     path: str
     url: str
-    sha256: str = attrs.field(converter=_norm_sha)
+    sha256: str | None = attrs.field(converter=_norm_sha)
+
+    @property
+    def pinned(self) -> bool:
+        return self.sha256 is not None
 
     def __attrs_post_init__(self) -> None:
         _check_rel_path(self.path, what="data file path")
-        if not isinstance(self.sha256, str) or not _SHA256_RE.match(self.sha256):
+        if self.sha256 is not None and (not isinstance(self.sha256, str) or not _SHA256_RE.match(self.sha256)):
             raise DataError(
                 f"invalid sha256 {self.sha256!r} for {self.path}",
                 hint="a sha256 is 64 hexadecimal characters (the output of `sha256sum FILE`)",
@@ -163,6 +202,8 @@ class FetchReport:
     fetched: tuple[FetchedFile, ...] = attrs.field(converter=tuple)
     present: tuple[FetchFile, ...] = attrs.field(converter=tuple)  # already there with the right hash
     failed: tuple[FetchFailure, ...] = attrs.field(converter=tuple)
+    # files declared without a sha256 (fetched now or already there): (file, actual sha256), never verified
+    unpinned: tuple[tuple[FetchFile, str], ...] = attrs.field(converter=tuple, default=())
 
     @property
     def ok(self) -> bool:
@@ -174,6 +215,8 @@ class FetchReport:
             f"{n_total} file(s) in {self.dest_root}: {len(self.fetched)} fetched, "
             f"{len(self.present)} already present, {len(self.failed)} failed"
         )
+        if self.unpinned:
+            text += f" ({len(self.unpinned)} without a pinned sha256: NOT verified)"
         for line in self.failure_lines(verbose=True):
             text += "\n  " + line.replace("\n", "\n  ")
         return text
@@ -204,6 +247,7 @@ class FetchReport:
             "fetched": [{"path": f.file.path, "url": f.file.url, "sha256": f.file.sha256, "bytes": f.size,
                          "replaced": f.replaced} for f in self.fetched],
             "present": [{"path": f.path, "sha256": f.sha256} for f in self.present],
+            "unpinned": [{"path": f.path, "url": f.url, "actual_sha256": actual} for f, actual in self.unpinned],
             "failed": [{"path": f.file.path, "url": f.file.url, "reason": f.reason, "hint": f.hint,
                         "status_code": f.status_code, "expected_sha256": f.expected_sha256,
                         "actual_sha256": f.actual_sha256, "attempts": f.attempts} for f in self.failed],
@@ -306,6 +350,7 @@ def fetch_files(
     fetched: list[FetchedFile] = []
     present: list[FetchFile] = []
     failed: list[FetchFailure] = []
+    unpinned: list[tuple[FetchFile, str]] = []
 
     own_client = client is None
     if own_client:
@@ -328,13 +373,21 @@ def fetch_files(
                     raise _Fatal(dict(reason=f"{dest} is a directory, not a file",
                                       hint="move it away and rerun"))
                 if dest.exists():
-                    if sha256_file(dest) == f.sha256:
+                    actual = sha256_file(dest)
+                    if not f.pinned:  # nothing to verify it against: keep it, report its hash to be pinned
+                        present.append(f)
+                        unpinned.append((f, actual))
+                        emit(ProgressEvent("present", f))
+                        continue
+                    if actual == f.sha256:
                         present.append(f)
                         emit(ProgressEvent("present", f))
                         continue
                     replaced = True  # wrong content (changed or corrupted): download and replace it atomically
                 size = _download_with_retries(client, f, dest, retries=retries, backoff=backoff, emit=emit)
                 fetched.append(FetchedFile(f, size, replaced))
+                if not f.pinned:
+                    unpinned.append((f, sha256_file(dest)))
                 emit(ProgressEvent("done", f, received=size, total=size))
             except _Fatal as exc:
                 failure = FetchFailure(file=f, **exc.kwargs)
@@ -351,7 +404,7 @@ def fetch_files(
         if own_client:
             client.close()
 
-    report = FetchReport(root, fetched, present, failed)
+    report = FetchReport(root, fetched, present, failed, unpinned)
     if raise_on_failure:
         report.raise_for_failures()
     return report
@@ -437,7 +490,7 @@ def _download_once(client: httpx.Client, f: FetchFile, dest: Path, emit: Progres
             out.flush()
             os.fsync(out.fileno())
         actual = h.hexdigest()
-        if actual != f.sha256:
+        if f.pinned and actual != f.sha256:
             raise _Fatal(dict(
                 reason=(f"downloaded content does not match the pinned sha256 (expected {f.sha256}, "
                         f"got {actual}, {size} bytes); the download was deleted"),

@@ -39,6 +39,12 @@ def resolve_data_path(root: Path, relative: str) -> Path:
 def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
     """Rows of a jsonl/csv/tsv file as dicts (csv/tsv cells are strings here; the dataset pipeline turns cells
     that are numbers into numbers, see ``convert_number``)."""
+    return read_table_lines(path, fmt)[0]
+
+
+def read_table_lines(path: Path, fmt: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """``read_table``'s rows and, for each, the line of the file it starts on (1-based), so that a problem
+    found later in a row (a missing field, a failed ``expect``) can name the file and the line."""
     try:
         data = safeio.read_text(path)
     except safeio.FileProblem as exc:
@@ -46,32 +52,40 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
     if not data.strip():
         raise DataError(f"{path}: the file is empty", hint="restore the file (e.g. fetch it again)")
     if fmt == "jsonl":
-        rows = []
+        rows, lines = [], []
         # lines end at "\n" (and "\r\n") only: U+2028, U+2029 and U+0085 are valid inside a JSON string
         for lineno, line in enumerate(data.split("\n"), 1):
             if not line.strip():
                 continue
             rows.append(_jsonl_row(path, lineno, line[:-1] if line.endswith("\r") else line))
-        return rows
+            lines.append(lineno)
+        return rows, lines
     delimiter = "\t" if fmt == "tsv" else ","
     reader = csv.reader(io.StringIO(data, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
-        return []
+        return [], []
     header = [h if h else f"column{i}" for i, h in enumerate(header)]
-    rows = []
-    for lineno, values in enumerate(reader, 2):
+    rows, lines = [], []
+    start = reader.line_num + 1
+    for values in reader:
+        lineno, start = start, reader.line_num + 1  # a quoted cell may span lines: the row starts at `lineno`
         if not values:
             continue
         if len(values) != len(header):
             raise DataError(f"{path}:{lineno}: {len(values)} fields, the header has {len(header)}",
                             hint=f"is this really a {fmt} file?")
         rows.append(dict(zip(header, values)))
+        lines.append(lineno)
     if not rows:
         raise DataError(f"{path}: the file has a header line but no rows", hint="restore the file (e.g. fetch it "
                                                                                  "again)")
-    return rows
+    return rows, lines
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
 
 
 #: a row nested deeper than this is refused (BBQ's rows nest 3 levels); report folders hold rows at this depth
@@ -82,12 +96,13 @@ def _jsonl_row(path: Path, lineno: int, line: str) -> dict[str, Any]:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
+        raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}, column {exc.colno})",
                         hint="a .jsonl file holds one JSON object per line") from None
     except RecursionError:
         raise DataError(f"{path}:{lineno}: the row is nested more than {MAX_ROW_DEPTH} levels deep") from None
     if not isinstance(row, dict):
-        raise DataError(f"{path}:{lineno}: a jsonl row must be a JSON object")
+        raise DataError(f"{path}:{lineno}: a jsonl row must be a JSON object, not {_json_kind(row)}",
+                        hint="a .jsonl file holds one JSON object per line")
     if "\\u" in line or "\\U" in line:  # only an escape can make a lone surrogate (UTF-8 text cannot hold one)
         try:
             json.dumps(row, ensure_ascii=False).encode("utf-8")

@@ -157,6 +157,38 @@ _ENTRIES = [
          "Give a value of the parameter's type.\n"
          "$ moraleval check example.me --set per_cell=10"),
     # ---------------------------------------------------------------- data
+    Code("E128", "data row lacks a declared field",
+         "A dataset's `fields` line says which fields every row read must have, and of which type; a row "
+         "without one, or with a value of another type, means the file is malformed (or another version than "
+         "the spec was written for). The message names the file, the line and the field, and how many other "
+         "rows have the same problem; those rows are not used.",
+         _BBQ.replace('    read jsonl "bbq/sample.jsonl"\n',
+                      '    read jsonl "bbq/sample.jsonl"\n    fields context: text, label: text\n'),
+         "Restore the file if it was altered (`moraleval data fetch DATASET`), or declare the type the file "
+         "really has (`text or none` for a field that may be absent or null, `list of text`, `number`, ...).\n"
+         "    fields context: text, label: int"),
+    Code("E129", "data row fails an expect line",
+         "A dataset's `expect CONDITION` line is false for a row: unlike a `filter`, which drops rows it does not "
+         "want with a reason, an `expect` says what every row of a well-formed file is, so a row that fails it is "
+         "an error naming the file, the line and the values the condition read.",
+         _BBQ.replace('    read jsonl "bbq/sample.jsonl"\n',
+                      '    read jsonl "bbq/sample.jsonl"\n'
+                      '    expect label in [0, 1] reason "two answer options"\n'),
+         "Correct the data file, or the condition if the file is right (BBQ has three options); use `filter ... "
+         "reason` to drop rows on purpose.\n"
+         "    expect label in [0, 1, 2] reason \"three answer options\""),
+    Code("E130", "data file declared unpinned",
+         "A `file ... unpinned` line declares a public file whose sha256 the spec does not know yet (it could not "
+         "be established when the spec was written); such a file is never read, since nothing could tell "
+         "whether it is the file the study means. The hint gives the line that pins the copy that was found.",
+         "data \"builtin:sample\"\n"
+         "dataset bbq {\n"
+         "    file \"bbq/sample.jsonl\" unpinned\n"
+         "    read jsonl \"bbq/sample.jsonl\"\n"
+         "}",
+         "Fetch the file (`moraleval data fetch DATASET` prints the line to pin), check it (the sha256 its origin "
+         "publishes, or a second download), then replace `unpinned` with its sha256.\n"
+         "    file \"bbq/sample.jsonl\" sha256 \"c9de9aa01f1c0668e51e2b1a73d1a8038c3d915240a0375f321c2928d6629f48\""),
     Code("E131", "malformed sha256",
          "A `file` line's sha256 is not 64 lower-case hex digits, so the file cannot be verified against it.",
          "dataset bbq {\n"
@@ -204,8 +236,8 @@ _ENTRIES = [
          "format the `read` or `join` line names.",
          "data \"builtin:sample\"\n"
          "dataset notes {\n"
-         "    file \"ATTRIBUTION.md\" sha256 \"2563931bee6ef2be0979c7934c6f4d5bcaadd413ae4c4b8d6ff6d9d64f5863d0\"\n"
-         "    read jsonl \"ATTRIBUTION.md\"\n"
+         "    file \"bbq/LICENSE\" sha256 \"95df2e9564862e51d69683a899b6dcc8218d577057bdf67322880769ff85f29e\"\n"
+         "    read jsonl \"bbq/LICENSE\"\n"
          "}",
          "Read the file in its real format (jsonl, csv or tsv), or repair or replace the file."),
     Code("E137", "dataset line fails",

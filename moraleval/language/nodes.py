@@ -206,9 +206,10 @@ class Template:
 
 @attrs.frozen
 class Origin:
-    """Where ``moraleval data fetch`` gets the pinned files: a GitHub repository at a commit."""
+    """Where ``moraleval data fetch`` gets the pinned files: a GitHub or Hugging Face dataset repository at a
+    commit, or a base URL."""
 
-    kind: str  # "github" | "url"
+    kind: str  # "github" | "huggingface" | "url"
     location: str  # "owner/name" or a base URL
     commit: str | None = None
     span: Span | None = _span()
@@ -217,7 +218,7 @@ class Origin:
 @attrs.frozen
 class FileDecl:
     path: str  # relative to the data root
-    sha256: str
+    sha256: str | None  # None: declared `unpinned` (never read until pinned; `data fetch` prints the pin)
     upstream: str | None = None  # path in the origin repository
     span: Span | None = _span()
 
@@ -273,7 +274,36 @@ class Expand:
     span: Span | None = _span()
 
 
-DatasetStmt = Union[Origin, FileDecl, Read, Join, Derive, Filter, Sample, Expand]
+@attrs.frozen
+class FieldDecl:
+    """One field of a ``fields`` line: its name and the types a row's value may have (``"text"``, ``"int"``,
+    ``"number"``, ``"bool"``, ``"list"``, ``"record"``, ``"list of text"``, ...; ``"none"``: absent or null)."""
+
+    name: str
+    types: tuple[str, ...] = _tuple()
+    span: Span | None = _span()
+
+
+@attrs.frozen
+class Fields:
+    """``fields a: text, b: int or none``: what every row read must hold; a row that does not is a malformed
+    file (an error naming the file, the line and the field)."""
+
+    fields: tuple[FieldDecl, ...] = _tuple()
+    span: Span | None = _span()
+
+
+@attrs.frozen
+class Expect:
+    """``expect COND reason "..."``: a condition every row must meet (a row that fails it is an error naming its
+    file and line, not a dropped row: that is ``filter``)."""
+
+    cond: Expr
+    reason: str | None = None
+    span: Span | None = _span()
+
+
+DatasetStmt = Union[Origin, FileDecl, Read, Join, Derive, Filter, Sample, Expand, Fields, Expect]
 
 
 @attrs.frozen

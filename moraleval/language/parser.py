@@ -17,8 +17,11 @@ from moraleval.language import nodes as n
 from moraleval.language.grammar import WORD, GluedKeyword, lark_parser
 from moraleval.language.syntax_errors import KEYWORD_TYPOS, syntax_diagnostic
 from moraleval.util import safeio
+from moraleval.util.text import did_you_mean
 
 ROLE_NAMES = {"human": "user", "assistant": "assistant", "system": "system"}
+#: the value types a ``fields`` line may name (besides ``none``: absent or null)
+FIELD_TYPES = ("text", "int", "number", "bool", "list", "record", "any")
 
 def _span(meta_or_token: Any) -> Span:
     if isinstance(meta_or_token, Token):
@@ -233,8 +236,39 @@ class _ToNodes(Transformer):
         return n.Origin(str(c[0]), unquote(c[1]), unquote(c[2]) if c[2] is not None else None, span=_span(meta))
 
     def file(self, meta, c):
-        return n.FileDecl(unquote(c[0]), unquote(c[1]).lower(), unquote(c[2]) if c[2] is not None else None,
-                          span=_span(meta))
+        sha = c[1]  # the hash's text, or None for `unpinned`
+        return n.FileDecl(unquote(c[0]), sha.lower() if sha is not None else None,
+                          unquote(c[2]) if c[2] is not None else None, span=_span(meta))
+
+    def file_sha(self, meta, c):
+        return unquote(c[0])
+
+    def file_unpinned(self, meta, c):
+        return None
+
+    def fields(self, meta, c):
+        return n.Fields(tuple(c), span=_span(meta))
+
+    def field_decl(self, meta, c):
+        name, *types = c
+        return n.FieldDecl(str(name), tuple(types), span=_span(meta))
+
+    def field_type(self, meta, c):
+        word, inner = c
+        for w in (word, inner):
+            if w is not None and str(w) not in FIELD_TYPES:
+                raise _Fail(f"unknown field type '{w}'", _span(w),
+                            did_you_mean(str(w), FIELD_TYPES) or "types: " + ", ".join(FIELD_TYPES) + ", none")
+        if inner is not None and str(word) != "list":
+            raise _Fail(f"'{word} of {inner}': only a list has element types", _span(word),
+                        f"write 'list of {inner}'")
+        return f"list of {inner}" if inner is not None else str(word)
+
+    def field_none(self, meta, c):
+        return "none"
+
+    def expect(self, meta, c):
+        return n.Expect(c[0], unquote(c[1]) if c[1] is not None else None, span=_span(meta))
 
     def read(self, meta, c):
         fmt, path, var, iterable = c

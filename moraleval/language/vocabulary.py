@@ -101,6 +101,50 @@ def _pearson_items(xs: Sequence[float], ys: Sequence[float]) -> float:
     return max(-1.0, min(1.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / math.sqrt(sxx * syy)))
 
 
+def weighted_group_pearson(x: np.ndarray, y: np.ndarray, g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson correlation over groups of the groups' means of x and of y, for each row of the item weights ``w``
+    (``R × n``; ``g`` holds each item's group as 0, 1, …).  In a resample a group's means are over its items as
+    drawn (weighted), and the group counts as often as its items were drawn on average (``Σ w / n``): with the
+    group inside the resampling unit (Winogenerated's occupation), the group's means are its own and it counts as
+    often as its unit was drawn, a cluster bootstrap of the correlation over groups.  Undefined (NaN) with fewer
+    than 2 groups drawn or a constant mean."""
+    w = np.atleast_2d(np.asarray(w, dtype=np.float64))
+    groups = int(g.max()) + 1 if g.size else 0
+    if groups < 2:
+        return np.full(w.shape[0], np.nan)
+    member = np.zeros((g.size, groups))
+    member[np.arange(g.size), g.astype(np.intp)] = 1.0
+    size = member.sum(axis=0)
+    drawn = w @ member  # R × groups: the weight of each group's items
+    with np.errstate(all="ignore"):
+        mx = ((w * x) @ member) / drawn
+        my = ((w * y) @ member) / drawn
+        om = drawn / size
+        present = drawn > 0
+        mx, my, om = np.where(present, mx, 0.0), np.where(present, my, 0.0), np.where(present, om, 0.0)
+        total = om.sum(axis=1)
+        cx = mx - (om * mx).sum(axis=1, keepdims=True) / total[:, None]
+        cy = my - (om * my).sum(axis=1, keepdims=True) / total[:, None]
+        vx, vy = (om * cx * cx).sum(axis=1), (om * cy * cy).sum(axis=1)
+        cov = (om * cx * cy).sum(axis=1)
+        scale_x = (om * mx * mx).sum(axis=1) + 1e-300
+        scale_y = (om * my * my).sum(axis=1) + 1e-300
+        degenerate = (present.sum(axis=1) < 2) | (vx <= 1e-12 * scale_x) | (vy <= 1e-12 * scale_y)
+        r = np.where(degenerate, np.nan, cov / np.sqrt(np.where(degenerate, 1.0, vx * vy)))
+    return np.clip(r, -1.0, 1.0)
+
+
+def _group_pearson_items(rows: Sequence[tuple]) -> float:
+    """Reference over the items' (x, y, group) values: the means per group, then their Pearson correlation."""
+    sums: dict[Any, list[float]] = {}
+    for x, y, g in rows:
+        s = sums.setdefault(g, [0.0, 0.0, 0])
+        s[0] += x
+        s[1] += y
+        s[2] += 1
+    return _pearson_items([s[0] / s[2] for s in sums.values()], [s[1] / s[2] for s in sums.values()])
+
+
 def _minmax(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
     def reduce(*xs: np.ndarray) -> np.ndarray:
         r = xs[0]
@@ -272,7 +316,9 @@ class Function:
     function works per item on its elements (``sum(v)``); ``recipe``: an aggregate's unit-sum recipe;
     ``weighted``: an order statistic's implementation from resampling weights (``weighted(sorted values,
     weights R × n, *constants)``; it is resampled through the items' weights, not unit sums); ``items``: an
-    aggregate's reference over a list of per-item argument tuples (the report, tests).  ``note``: what the report
+    aggregate's reference over a list of per-item argument tuples (the report, tests).  ``grouped``: a statistic
+    of per-group means (``grouped(x, y, group codes, weights R × n)``, resampled through the items' weights; its
+    ``"group"`` argument is any per-item value, each distinct value one group).  ``note``: what the report
     says under a formula that uses it.  ``recount``: the sample browser recomputes it (``browser.js`` has a
     twin).
     """
@@ -292,6 +338,7 @@ class Function:
     vector: Callable[..., np.ndarray] | None = None
     on_vector: Callable[..., np.ndarray] | None = None
     weighted: Callable[..., np.ndarray] | None = None
+    grouped: Callable[..., np.ndarray] | None = None
     note: str = ""
 
     def arg_type(self, i: int) -> str:
@@ -340,6 +387,11 @@ FUNCTIONS: dict[str, Function] = _declare(
              recipe=Recipe(lambda inc, x: [inc, x, x * x], lambda t, note: np.sqrt(_var_finish(t, note)),
                            centred=True),
              items=lambda rows: math.sqrt(_var_items(rows)) if len(rows) >= 2 else math.nan),
+    Function("group_pearson", AGGREGATE, (3, 3), "x, y, group",
+             "Pearson correlation, over the values of `group`, of the means of x and of y within each group "
+             "(Winogenerated's ρ: an occupation's mean p(female) over its sentences against its BLS share); "
+             "resampled through the items' weights", types=("number", "number", "group"),
+             grouped=weighted_group_pearson, items=_group_pearson_items, recount=False),
     Function("median", AGGREGATE, (1, 1), "x", "median of x over the items (resampled through the items' weights)",
              weighted=lambda x, w: weighted_quantile(x, w, 0.5), items=lambda rows: _quantile_items(rows, 0.5)),
     Function("quantile", AGGREGATE, (2, 2), "x, q",
@@ -482,4 +534,5 @@ def function_table_markdown() -> str:
 
 __all__ = ["AGGREGATE", "BOOTSTRAP_RESAMPLES", "BOOT_METHODS", "CHOICE", "CORRECTIONS", "DEFAULT_LOG_BASE", "ELEMENTWISE",
            "FUNCTIONS", "Function", "LIST", "REGRESSION", "Recipe", "RUN_COUNT_LIMITS", "TERM", "TESTS", "TYPES", "VECTOR",
-           "Why", "Word", "browser_names", "function_table_markdown", "functions_of", "weighted_quantile"]
+           "Why", "Word", "browser_names", "function_table_markdown", "functions_of", "weighted_group_pearson",
+           "weighted_quantile"]

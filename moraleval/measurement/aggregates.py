@@ -26,6 +26,8 @@ from moraleval.measurement.resample import Context, Get, Program, note_once
 
 #: the argument kind (``Function.args``) that is a truth per item, not a number
 CONDITION = "condition"
+#: the argument kind that says which group an item is in (any per-item value)
+GROUP = "group"
 
 
 @attrs.frozen(eq=False)
@@ -42,6 +44,7 @@ class ItemColumns:
     reasons: tuple[tuple[np.ndarray, str], ...] = ()
     weighted: Any = None  # Function.weighted of an order statistic
     constants: tuple[float, ...] = ()
+    grouped: Any = None  # Function.grouped of a statistic of group means; its group codes are the last column
 
 
 def item_columns(e: n.Call, t: Any, metric: str, cache: dict[tuple[int, str], ItemColumns]) -> ItemColumns:
@@ -76,6 +79,18 @@ def item_columns(e: n.Call, t: Any, metric: str, cache: dict[tuple[int, str], It
             constants.append(float(a.value))
             continue
         x = ev(a, metric)
+        if kind == GROUP:  # any per-item value: each distinct one is a group (codes 0, 1, ... by first appearance)
+            if x.kind == "vec":
+                raise metric_error(metric, f"{e.func}(): the group must be one value per item, not a vector", e)
+            objs = x.objects() if x.kind != "null" else np.full(t.size, None, dtype=object)
+            present = np.fromiter((v is not None for v in objs), bool, t.size) & x.valid
+            codes: dict[str, int] = {}
+            args.append(np.fromiter((codes.setdefault(repr(v), len(codes)) if ok else -1
+                                     for v, ok in zip(objs.tolist(), present.tolist())), np.float64, t.size))
+            if (~present).any():
+                valid = valid & present
+                reasons.append((~present, "its group is missing"))
+            continue
         if kind == CONDITION:
             u = x.undefined()
             if u.any():  # an undefined condition is not silently false: the item is left out, with the reason
@@ -99,6 +114,9 @@ def item_columns(e: n.Call, t: Any, metric: str, cache: dict[tuple[int, str], It
     args = [np.where(incl, x, 0.0) for x in args]
     if f.weighted is not None:
         out = cache[key] = ItemColumns(src, None, incl, bad, args, tuple(reasons), f.weighted, tuple(constants))
+        return out
+    if f.grouped is not None:
+        out = cache[key] = ItemColumns(src, None, incl, bad, args, tuple(reasons), grouped=f.grouped)
         return out
     if f.recipe.centred:
         # centred on the task's mean (every context the same centre, so that the sign-flip test can swap a
@@ -133,6 +151,8 @@ def aggregate(e: n.Call, ctx: Context, gids: list[int], cache: dict[tuple[int, s
             ctx.undefined_notes.append(ctx.notes[-1])
     if cols.weighted is not None:
         return _order_statistic(cols, ctx, gids)
+    if cols.grouped is not None:
+        return _group_statistic(cols, ctx, gids)
     ids = [ctx.column(c) for c in cols.columns]
     gids += ids
     finish, src = cols.recipe.finish, cols.src
@@ -161,5 +181,26 @@ def _order_statistic(cols: ItemColumns, ctx: Context, gids: list[int]) -> Progra
     def finished(get: Get, notes: list[str] | None) -> np.ndarray:
         v = get(gid)
         note_once(notes, np.isnan(v), f"{src}: no items")
+        return v
+    return finished
+
+
+def _group_statistic(cols: ItemColumns, ctx: Context, gids: list[int]) -> Program:
+    """A statistic of group means (``group_pearson``) over the context's included items: registered with their
+    units, each resample's value computed from the items' weights (the groups' means as drawn)."""
+    local = cols.used[ctx.idx]
+    *values, codes = [c[ctx.idx][local] for c in cols.columns]
+    _, dense = np.unique(codes.astype(np.intp), return_inverse=True)  # the context's groups as 0, 1, ...
+    units = ctx.units[local]
+    fn, src = cols.grouped, cols.src
+
+    def resampled(w: np.ndarray) -> np.ndarray:
+        return fn(*values, dense, w)[:, None]
+    gid = ctx.weighted(units, resampled, 1)[0]
+    gids.append(gid)
+
+    def finished(get: Get, notes: list[str] | None) -> np.ndarray:
+        v = get(gid)
+        note_once(notes, np.isnan(v), f"{src}: fewer than 2 groups, or a constant group mean")
         return v
     return finished

@@ -115,20 +115,31 @@ _Render = templating.Renderer  # a compiled template handed only the variables i
 def _presentations(row: dict[str, Any], rotate: tuple[str, ...], row_cache: dict):
     """``(rotation, row as shown, render cache)`` per presentation of the row: the row itself once, or, for
     ``choose ... rotate c0, c1, ..., c(k-1)``, each of the k cyclic rotations, where rotation r shows column
-    c((i + r) mod k) in the place of c(i).  Rotation 0 is the row as written (its prompts equal the uncounterbalanced
-    ones, so they share cached answers)."""
+    c((i + r) mod k) in the place of c(i); for ``rotate c`` with one column holding a list of k elements, rotation
+    r shows element (i + r) mod k in place i (k may differ from row to row).  Rotation 0 is the row as written (its
+    prompts equal the uncounterbalanced ones, so they share cached answers)."""
     if not rotate:
         yield None, row, row_cache
         return
-    k = len(rotate)
+    listed = row.get(rotate[0]) if len(rotate) == 1 else None
+    k = len(listed) if isinstance(listed, list) else len(rotate)
     for r in range(k):
         if r == 0:
             yield 0, row, row_cache
             continue
         shown = dict(row)
-        for i, col in enumerate(rotate):
-            shown[col] = row.get(rotate[(i + r) % k])
+        if isinstance(listed, list):
+            shown[rotate[0]] = [listed[(i + r) % k] for i in range(k)]
+        else:
+            for i, col in enumerate(rotate):
+                shown[col] = row.get(rotate[(i + r) % k])
         yield r, shown, row_cache.setdefault(("\0rotation", r), {})
+
+
+def _rotated_count(row: dict[str, Any], rotate: tuple[str, ...]) -> int:
+    """How many places a row's rotation moves: the rotated columns, or the elements of one rotated list."""
+    listed = row.get(rotate[0]) if len(rotate) == 1 else None
+    return len(listed) if isinstance(listed, list) else len(rotate)
 
 
 def compile_plan(checked: CheckedSpec) -> Plan:
@@ -181,9 +192,10 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
                         raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
                                         f"{len(options)} options but {len(option_values)} values")
                     if rotation is not None:
-                        if len(options) != len(cond.choose.rotate):
+                        if len(options) != _rotated_count(row, cond.choose.rotate):
                             raise PlanError(f"task '{task.name}', condition '{cond.name}', row {row[ROW_ID]}: "
-                                            f"{len(options)} options but {len(cond.choose.rotate)} rotated columns")
+                                            f"{len(options)} options but {_rotated_count(row, cond.choose.rotate)} "
+                                            f"rotated places")
                         option_values = option_values[rotation:] + option_values[:rotation]
                     req = PlanRequest(task.format, tuple(turns), tuple(options))
                     stats = per_condition[cond.name]

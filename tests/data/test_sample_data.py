@@ -50,6 +50,10 @@ def _load_script():
 
 
 script = _load_script()
+# The synthetic samples (scripts/make_synthetic_samples.py, included by make_sample_data.py): their own tests are
+# tests/data/test_synthetic_samples.py.
+SYNTHETIC_FILES = {rel for name in script.EXTRA_GENERATORS for rel in script._extra_generator(name).build()}
+EXPECTED_FILES = EXPECTED_FILES | SYNTHETIC_FILES
 
 
 def sha(data: bytes) -> str:

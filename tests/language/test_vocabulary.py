@@ -37,8 +37,10 @@ def test_elementwise_numpy_and_scalar_implementations_agree(name: str) -> None:
 def test_every_aggregate_has_a_recipe_and_a_reference_and_every_function_a_doc() -> None:
     for f in FUNCTIONS.values():
         assert f.doc and f.args is not None
-        if f.kind == AGGREGATE:  # by unit sums (a recipe) or from the items' weights (an order statistic)
-            assert (f.recipe is not None) != (f.weighted is not None) and f.items is not None, f.name
+        if f.kind == AGGREGATE:  # by unit sums (a recipe), or from the items' weights (an order statistic, a
+            # statistic of group means): exactly one way
+            ways = [f.recipe, f.weighted, f.grouped]
+            assert sum(w is not None for w in ways) == 1 and f.items is not None, f.name
         if f.kind == ELEMENTWISE:
             assert f.numpy is not None and f.scalar is not None, f.name
 

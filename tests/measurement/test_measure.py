@@ -725,11 +725,11 @@ def test_every_aggregate_of_the_vocabulary_agrees_with_its_item_level_reference(
 
     rng = np.random.default_rng(5)
     outcomes: dict = {}
-    vals = [{"x": float(rng.normal()), "y": float(rng.normal()), "k": r % 3} for r in range(30)]
+    vals = [{"x": float(rng.normal()), "y": float(rng.normal()), "k": r % 3, "g": r % 7} for r in range(30)]
     vals[4]["x"] = None  # an undefined value: left out of the number aggregates
     items = [item("Q", r, onehot(r % 3), v, outcomes=outcomes) for r, v in enumerate(vals)]
     args_of = {"condition": ("x > 0", lambda v: v["x"] is not None and v["x"] > 0), "x": ("x", lambda v: v["x"]),
-               "y": ("y", lambda v: v["y"]), "q": ("0.3", lambda v: 0.3)}
+               "y": ("y", lambda v: v["y"]), "q": ("0.3", lambda v: 0.3), "group": ("g", lambda v: v["g"])}
     metrics, want = [], {}
     for name, f in vocabulary.functions_of(vocabulary.AGGREGATE).items():
         kinds = f.args.split(", ")[:f.arity[1]]
@@ -739,6 +739,6 @@ def test_every_aggregate_of_the_vocabulary_agrees_with_its_item_level_reference(
         rows = [r for r in rows if all(a is not None for a, k in zip(r, kinds) if k != "condition")]
         want[name] = f.items([r[:1] for r in rows], 0.3) if name == "quantile" else f.items(rows)
     m = measure(make_plan(items, metrics), outcomes)
-    assert len(metrics) == 8 and all(math.isfinite(v) and v != 0 for v in want.values())
+    assert len(metrics) == 9 and all(math.isfinite(v) and v != 0 for v in want.values())
     for name, value in want.items():
         assert est(m, name).value == pytest.approx(value, rel=1e-12), name

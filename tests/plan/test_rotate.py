@@ -57,7 +57,7 @@ def test_parse_rotate_and_its_absence():
 @pytest.mark.parametrize("clause, code, text", [
     ("rotate ans0, ans1, ans9", "E166", "unknown column 'ans9'"),
     ("rotate ans0, ans0, ans1", "E166", "more than once"),
-    ("rotate ans0", "E166", "at least two"),
+    ("rotate ans0", "E166", "one rotated column must hold a list"),
     ("rotate ans0, ans1", "E167", "names 2 columns but 'choose answer' has 3 options"),
 ])
 def test_check_rejects_bad_rotations(tmp_path, clause, code, text):

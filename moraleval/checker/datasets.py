@@ -76,7 +76,7 @@ class _DatasetFiles:
         """A fresh copy of the file's rows, or None (the reason reported, or the file noted as missing)."""
         ctx, ds, src, cache = self.ctx, self.ds, self.src, self.cache
         if rel in cache:
-            return [dict(r) for r in cache[rel]] if cache[rel] is not None else None
+            return cache[rel].fresh() if cache[rel] is not None else None
         cache[rel] = None
         decl = self.declared.get(rel)
         try:
@@ -117,7 +117,7 @@ class _DatasetFiles:
         ctx.data_paths[rel] = found.path
         ctx.used_roots.setdefault(found.root.path, found.root)
         cache[rel] = rows
-        return [dict(r) for r in rows]
+        return rows.fresh()
 
     def report(self, exc: StatementError) -> None:
         """A pipeline problem as a diagnostic: an unknown name is a column (or function) of this dataset."""

@@ -43,7 +43,7 @@ def _with_levels(e: n.Expr, ds: DatasetResult, fail: Any) -> n.Expr:
             fail(f"levels({col}): no column '{col}' in dataset '{ds.name}'", e.args[0],
                  did_you_mean(col, ds.columns))
             return n.Literal([], span=e.span)
-        return n.Literal(sort_levels(r.get(col) for r in ds.rows), span=e.span)
+        return n.Literal(sort_levels(_elements(r.get(col) for r in ds.rows)), span=e.span)
     if not attrs.has(type(e)):
         return e
     changes = {}
@@ -60,6 +60,16 @@ def _with_levels(e: n.Expr, ds: DatasetResult, fail: Any) -> n.Expr:
             if new is not v:
                 changes[a.name] = new
     return attrs.evolve(e, **changes) if changes else e
+
+
+def _elements(cells: Any) -> list[Any]:
+    """A column's values; of a column of lists, their elements, and of a column of records, their keys (the
+    countries of GlobalOpinionQA's `selections`): the levels a family over its contents runs over."""
+    cells = list(cells)
+    if any(isinstance(c, (list, dict)) for c in cells) and all(isinstance(c, (list, dict)) or c is None
+                                                                for c in cells):
+        return [x for c in cells if c is not None for x in c]
+    return cells
 
 
 def loop_values(ctx: CheckContext, each: n.Each, ds: DatasetResult, src: Source, what: str

@@ -36,9 +36,22 @@ def resolve_data_path(root: Path, relative: str) -> Path:
     return target
 
 
-def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
+class Rows(list):
+    """A file's rows, with ``lines[i]``: the line of the file that row i starts on, so that a problem found in a
+    cell later (a malformed literal) can name the file's line, not only the row's position."""
+
+    def __init__(self, rows: Any = (), lines: list[int] | None = None) -> None:
+        super().__init__(rows)
+        self.lines = lines
+
+    def fresh(self) -> "Rows":
+        """A copy whose rows can be changed without touching these (the lines are shared: they never change)."""
+        return Rows((dict(r) for r in self), self.lines)
+
+
+def read_table(path: Path, fmt: str) -> Rows:
     """Rows of a jsonl/csv/tsv file as dicts (csv/tsv cells are strings here; the dataset pipeline turns cells
-    that are numbers into numbers, see ``convert_number``)."""
+    that are numbers into numbers, see ``convert_number``), with the line each row starts on."""
     try:
         data = safeio.read_text(path)
     except safeio.FileProblem as exc:
@@ -46,7 +59,7 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
     if not data.strip():
         raise DataError(f"{path}: the file is empty", hint="restore the file (e.g. fetch it again)")
     if fmt == "jsonl":
-        rows = []
+        rows = Rows(lines=[])
         for lineno, line in enumerate(data.splitlines(), 1):
             if not line.strip():
                 continue
@@ -58,6 +71,7 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: a jsonl row must be a JSON object")
             rows.append(row)
+            rows.lines.append(lineno)
         return rows
     delimiter = "\t" if fmt == "tsv" else ","
     reader = csv.reader(io.StringIO(data, newline=""), delimiter=delimiter)
@@ -66,14 +80,21 @@ def read_table(path: Path, fmt: str) -> list[dict[str, Any]]:
     except StopIteration:
         return []
     header = [h if h else f"column{i}" for i, h in enumerate(header)]
-    rows = []
-    for lineno, values in enumerate(reader, 2):
-        if not values:
-            continue
-        if len(values) != len(header):
-            raise DataError(f"{path}:{lineno}: {len(values)} fields, the header has {len(header)}",
-                            hint=f"is this really a {fmt} file?")
-        rows.append(dict(zip(header, values)))
+    rows = Rows(lines=[])
+    start = reader.line_num + 1  # a quoted cell may hold newlines: a row starts after the previous one ended
+    try:
+        for values in reader:
+            if values and len(values) != len(header):
+                raise DataError(f"{path}:{start}: {len(values)} fields, the header has {len(header)}",
+                                hint=f"is this really a {fmt} file? (a cell with a stray quote runs on into the "
+                                     "next lines)")
+            if values:
+                rows.append(dict(zip(header, values)))
+                rows.lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path}:{start}: not a valid {fmt} row ({exc})",
+                        hint="a quote that is opened must be closed, and a cell's own quotes doubled") from None
     if not rows:
         raise DataError(f"{path}: the file has a header line but no rows", hint="restore the file (e.g. fetch it "
                                                                                  "again)")

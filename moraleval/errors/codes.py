@@ -204,8 +204,8 @@ _ENTRIES = [
          "format the `read` or `join` line names.",
          "data \"builtin:sample\"\n"
          "dataset notes {\n"
-         "    file \"ATTRIBUTION.md\" sha256 \"2563931bee6ef2be0979c7934c6f4d5bcaadd413ae4c4b8d6ff6d9d64f5863d0\"\n"
-         "    read jsonl \"ATTRIBUTION.md\"\n"
+         "    file \"bbq/LICENSE\" sha256 \"95df2e9564862e51d69683a899b6dcc8218d577057bdf67322880769ff85f29e\"\n"
+         "    read jsonl \"bbq/LICENSE\"\n"
          "}",
          "Read the file in its real format (jsonl, csv or tsv), or repair or replace the file."),
     Code("E137", "dataset line fails",

@@ -22,7 +22,8 @@ SIX = ["Age", "Disability_status", "Nationality", "Physical_appearance", "Religi
 
 def test_check_every_spec_exits_0_with_the_shared_data(shared_data, capsys):
     specs = sorted(str(p) for p in SPECS.glob("*.me"))
-    assert len(specs) == 6  # + bbq_counterbalanced.me (#13), quantization.me (#11)
+    assert len(specs) == 8  # + bbq_counterbalanced.me (#13), quantization.me (#11), global_opinions.me and
+    # ccai_comparison.me (#22)
     code = main(["check", *specs, "--data", str(shared_data)])
     out, err = capsys.readouterr()
     assert code == 0, err

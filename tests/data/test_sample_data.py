@@ -34,6 +34,9 @@ EXPECTED_FILES = {
     "winogender/LICENSE",
     "winogender/occupations-stats.tsv",
     "winogender/templates.tsv",
+    # GlobalOpinionQA: synthetic rows in its format (scripts/make_goqa_sample.py), no upstream content
+    "goqa/sample.csv",
+    "goqa/sample_translated.csv",
 }
 BBQ_FIELDS = [
     "example_id", "question_index", "question_polarity", "context_condition", "category", "answer_info",

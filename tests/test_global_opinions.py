@@ -262,6 +262,95 @@ def test_a_broken_csv_is_named_by_file_and_line(tmp_path) -> None:
     assert d.code == "E136" and "fixture.csv:3: 5 fields, the header has 4" in d.message
 
 
+# ------------------------------------------------------------------------- the real file: origin and fetch
+
+REVISION = "cb2880488749218abb81802a94c2c62ebfde2f35"
+UPSTREAM_PATH = f"/datasets/Anthropic/llm_global_opinions/resolve/{REVISION}/data/global_opinions.csv"
+PIN = '    file "goqa/global_opinions.csv" sha256 "{sha}" upstream "data/global_opinions.csv"\n'
+
+
+def _served_spec(tmp_path: Path, server_base: str, sha: str | None) -> Path:
+    """The shipped spec with its origin's host pointed at a local server and, with ``sha``, the real file's line
+    pinned as the spec's comment says (its text, uncommented)."""
+    text = SPEC.read_text(encoding="utf-8")
+    origin = f'origin url "https://huggingface.co/datasets/Anthropic/llm_global_opinions/resolve/{REVISION}"'
+    assert origin in text and PIN.format(sha="<its sha256>").replace("    file", "    #   file") in text
+    text = text.replace(origin, origin.replace("https://huggingface.co", server_base))
+    if sha is not None:
+        anchor = '    file "goqa/sample.csv" sha256'
+        text = text.replace(anchor, PIN.format(sha=sha) + anchor)
+    spec = tmp_path / "global_opinions.me"
+    spec.write_text(text, encoding="utf-8")
+    return spec
+
+
+def _fixture_csv() -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["question", "selections", "options", "source"], lineterminator="\n")
+    w.writeheader()
+    w.writerows([_row("Q1?", BASE, ["Yes", "No"]),
+                 _row("Q2?", {**BASE, "Pakistan (Non-national sample)": [0.1, 0.9]}, ["Yes", "No"]),
+                 _row("", BASE, ["Yes", "No"])])
+    return buf.getvalue().encode("utf-8")
+
+
+def test_data_fetch_gets_the_pinned_revision_and_the_spec_reads_it(httpserver, tmp_path, capsys) -> None:
+    from moraleval.cli import main
+
+    data = _fixture_csv()
+    httpserver.expect_request(UPSTREAM_PATH).respond_with_data(data)
+    spec = _served_spec(tmp_path, httpserver.url_for("/").rstrip("/"), hashlib.sha256(data).hexdigest())
+    dest = tmp_path / "data"
+    code = main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(dest)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "skipping goqa/sample.csv" in out  # the shipped sample is local, never fetched
+    assert (dest / "goqa" / "global_opinions.csv").read_bytes() == data
+    assert [r.path for r, _ in httpserver.log] == [UPSTREAM_PATH]  # the revision's file, nothing else
+    # the fetched root is the spec's data for the full version
+    checked = moraleval.check(str(spec), data_root=str(dest), overrides={"goqa_files": "global_opinions"})
+    ds = checked.datasets["goqa"]
+    assert ds.rows_read == 3 and len(ds.rows) == 2
+    assert ds.dropped == {"no question text (NaN upstream)": 1}
+    assert ds.entries_dropped == {"shares": {"not a national sample": 1}}
+    # fetching again downloads nothing
+    assert main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(dest)]) == 0
+    assert len(httpserver.log) == 1
+
+
+def test_data_fetch_refuses_a_file_that_is_not_the_pinned_one(httpserver, tmp_path, capsys) -> None:
+    from moraleval.cli import main
+
+    httpserver.expect_request(UPSTREAM_PATH).respond_with_data(_fixture_csv() + b'"Q3?","{}","[]",GAS\n')
+    spec = _served_spec(tmp_path, httpserver.url_for("/").rstrip("/"), hashlib.sha256(_fixture_csv()).hexdigest())
+    code = main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and "sha256" in err and "goqa/global_opinions.csv" in err and "Traceback" not in err
+    assert not (tmp_path / "data" / "goqa" / "global_opinions.csv").exists()
+
+
+def test_the_unpinned_real_file_is_never_read(httpserver, tmp_path, capsys) -> None:
+    """As shipped the real file is not declared (its sha256 could not be established): a fetch gets nothing, and
+    a run asked for it fails on the undeclared file instead of reading it unverified."""
+    from moraleval.cli import main
+
+    spec = _served_spec(tmp_path, httpserver.url_for("/").rstrip("/"), None)
+    assert main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(tmp_path / "data")]) == 1
+    captured = capsys.readouterr()
+    assert "nothing to fetch for dataset 'goqa'" in captured.err and "Traceback" not in captured.err
+    assert httpserver.log == []
+    root = tmp_path / "data" / "goqa"
+    root.mkdir(parents=True)
+    (root / "global_opinions.csv").write_bytes(_fixture_csv())
+    with pytest.raises(SpecCheckError) as exc:
+        moraleval.check(str(spec), data_root=str(tmp_path / "data"), overrides={"goqa_files": "global_opinions"})
+    # the first check of a downloaded copy prints the exact line to pin (the spec's comment says so)
+    first = next(d for d in exc.value.diagnostics if d.severity == "error")
+    assert first.code == "E134" and "goqa/global_opinions.csv" in first.message
+    sha = hashlib.sha256(_fixture_csv()).hexdigest()
+    assert f'file "goqa/global_opinions.csv" sha256 "{sha}"' in (first.hint or "")
+
+
 # ------------------------------------------------------------------------------- end to end, recomputed
 
 def _samples(out: Path) -> list[dict]:

@@ -74,7 +74,8 @@ def families(report: dict, only: set[str] | None) -> list[str]:
                     text = _cell(e["value"], e.get("ci_low"), e.get("ci_high"), e.get("flags"))
                     r = e.get("rank")
                     if r:
-                        text += f", rank {r['rank']} [{r.get('ci_low')}, {r.get('ci_high')}]"
+                        iv = f"[{r['ci_low']}, {r['ci_high']}]" if r.get("ci_low") is not None else "(no interval)"
+                        text += f", rank {r['rank']} {iv}"
                     cells.append(text)
                 label = m.split("[", 1)[1][:-1] if "[" in m else m
                 out.append(f"| {label} | " + " | ".join(cells) + " |")

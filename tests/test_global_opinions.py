@@ -385,10 +385,21 @@ def check_against_samples(out: Path) -> dict:
             assert e["n"] == len(sims)
             values[c] = np.mean(sims)
             checked += 1
-        # ranks on the point estimates (1 = the most similar)
+        # ranks on the point estimates (1 = the most similar); a rank interval exactly where the estimate has one
+        # (a country with one question has neither), and "top" a share of all resamples, so they sum to at most 1
         order = sorted(countries, key=lambda c: -values[c])
+        tops = 0.0
         for c in countries:
-            assert est[(task, f"{family}[{c}]", cond)]["rank"]["rank"] == order.index(c) + 1
+            e = est[(task, f"{family}[{c}]", cond)]
+            r = e["rank"]
+            assert r["rank"] == order.index(c) + 1 and r["of"] == len(countries)
+            assert (r["ci_low"] is None) == (e["ci_low"] is None), (task, c, cond)
+            if r["ci_low"] is None:
+                assert r["reason"].startswith("undefined in ")
+            else:
+                assert r["ci_low"] <= r["rank"] <= r["ci_high"]
+            tops += r["top"]
+        assert tops <= 1 + 1e-9, (task, cond)
         # paired contrasts and steering: on the questions both countries have
         ref = "United States"
         for c in countries:
@@ -423,6 +434,10 @@ def test_end_to_end_with_a_fake_model_every_number_recomputed(tmp_path) -> None:
     assert got["checked"] > 100
     report = got["report"]
     assert report["dropped"]["entries"]["goqa"]["shares"]["not a national sample"] == 14
+    # France has one translated question: a value, a rank, and no interval for either
+    france = next(e for e in report["estimates"] if e["metric"] == "similarity_lp[France]"
+                  and e["condition"] == "default" and not e.get("group"))
+    assert france["n"] == 1 and france["ci_low"] is None and france["rank"]["ci_low"] is None
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "similarity, ranked (default)" in html  # the figure's panel: countries in the order of their rank
     assert (out / "plots" / "opinion.svg").is_file()

@@ -146,7 +146,8 @@ def draw(panels: Sequence[Panel], colors: Mapping[str, str], *, max_per_row: int
     limits = panel_limits(panels)
     for k, (p, lim) in enumerate(zip(panels, limits)):
         ax = axes[k // ncols][k % ncols]
-        _panel(ax, p, lim, colors, horiz)
+        line = panels[(k // ncols) * ncols:(k // ncols + 1) * ncols]
+        _panel(ax, p, lim, colors, horiz, slots=max(len(q.rows) for q in line))
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     series = list(dict.fromkeys(s for p in panels for s in p.series))
@@ -162,7 +163,10 @@ def draw(panels: Sequence[Panel], colors: Mapping[str, str], *, max_per_row: int
     return fig
 
 
-def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str], horiz: bool) -> None:
+def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str], horiz: bool, *,
+           slots: int = 0) -> None:
+    """One panel; ``slots``: the rows of the longest panel of its line, so that a shorter panel beside it keeps
+    the same row pitch (its rows at the top, room below) instead of being stretched."""
     rows = list(p.rows)
     n_s = max(len(p.series), 1)
     step = 0.8 / n_s
@@ -226,7 +230,7 @@ def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str
         else:
             ax.set_yticks(range(len(rows)))
             ax.set_yticklabels([wrap(r, WRAP_HORIZONTAL) for r in reversed(rows)])
-        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_ylim(-0.6 - max(0, slots - len(rows)), len(rows) - 0.4)
         ax.set_xlabel(p.axis)
         ax.grid(axis="x", color="#dddddd", linewidth=0.5)
     else:

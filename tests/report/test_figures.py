@@ -189,3 +189,27 @@ def test_the_differences_between_models_are_one_forest_with_families_as_rows_and
     fig = model_difference_figure(report, "t")
     assert fig["file"] == "t-models.svg" and fig["svg"].startswith("<svg")
     assert "Equivalence: accuracy_disambiguated, public − standard: equivalent within ±0.05" in fig["caption"]
+
+
+def test_a_short_panel_beside_a_long_one_keeps_the_row_pitch() -> None:
+    """GlobalOpinionQA's 17 countries beside 3 steered countries: both panels space their rows alike (the short
+    one's rows at the top), rather than stretching 3 rows over the height of 17."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    countries = [f"Country {i}" for i in range(17)]
+    long_p = forest.Panel(title="similarity", axis="similarity", rows=countries, series=["default"],
+                          points={(c, "default"): (0.5 + 0.01 * i, 0.45 + 0.01 * i, 0.6 + 0.01 * i, False)
+                                  for i, c in enumerate(countries)})
+    short_p = forest.Panel(title="steering", axis="difference", rows=countries[:3], series=["default"],
+                           points={(c, "default"): (-0.1, -0.2, 0.0, False) for c in countries[:3]}, zero=True)
+    assert forest.horizontal([long_p, short_p])
+    fig = forest.draw([long_p, short_p], {"default": "#0072B2"})
+    FigureCanvasAgg(fig).draw()
+    pitches = []
+    for ax in fig.axes[:2]:
+        ys = [ax.transData.transform((0, y))[1] for y in ax.get_yticks()]
+        pitches.append(abs(ys[1] - ys[0]))
+        # the first row at the top of the panel in both
+        assert abs(ax.transData.transform((0, len(ax.get_yticks()) - 1))[1]
+                   - fig.axes[0].transData.transform((0, 16))[1]) < 1.0
+    assert pitches[0] == pytest.approx(pitches[1], rel=0.02)

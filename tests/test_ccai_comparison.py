@@ -21,7 +21,7 @@ from statsmodels.stats.weightstats import ttost_paired
 import moraleval
 
 from _models_support import SaltedBackend
-from _support import REPO
+from _support import REPO, shared_data_root
 
 SPEC = REPO / "specs" / "ccai_comparison.me"
 MARGIN = 0.05
@@ -40,14 +40,14 @@ def _bias(items: list[dict], ctx: str, category: str | None = None) -> tuple[flo
     return acc, ((1 - acc) * ratio if ctx == "ambig" else ratio)
 
 
-def check_against_samples(out: Path) -> dict:
+def check_against_samples(out: Path, n_rows: int = 48) -> dict:
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     by_model: dict[str, list[dict]] = {}
     for s in samples:
         by_model.setdefault(s["model"], []).append(s)
     assert set(by_model) == {"standard", "public"}
-    assert all(len(v) == 48 * 3 for v in by_model.values())  # every row in its three option orders
+    assert all(len(v) == n_rows * 3 for v in by_model.values())  # every row in its three option orders
     categories = sorted({s["values"]["category"] for s in samples})
     est = {(e["model"], e["metric"]): e for e in report["estimates"] if not e.get("group")}
     diff = {r["metric"]: r for r in report["across"]["results"]
@@ -75,7 +75,8 @@ def check_against_samples(out: Path) -> dict:
     assert len(family) >= 2
     holm = multipletests([r["p_value"] for r in family], method="holm")[1]
     for r, p in zip(family, holm):
-        assert r["p_adjusted"] == pytest.approx(p, abs=1e-12), r["metric"]
+        # report.json keeps 10 significant digits: Holm of the rounded p-values agrees to about 1e-9
+        assert r["p_adjusted"] == pytest.approx(p, abs=1e-8), r["metric"]
     # performance maintained: the bootstrap TOST, beside statsmodels' paired-t TOST on the per-item outcomes
     tost = diff["accuracy_disambiguated"]
     eq = tost["equivalence"]
@@ -131,3 +132,59 @@ def test_end_to_end_on_the_embedded_model_and_its_int8_variant(tmp_path) -> None
     out = tmp_path / "report"
     moraleval.run(str(SPEC), out=str(out), log=None)
     check_against_samples(out)
+
+
+def test_with_enough_templates_every_category_gets_a_paired_interval(tmp_path) -> None:
+    """The sample has two templates per category, too few for an interval; on the real BBQ files (three categories,
+    30 rows per category and context) every per-category difference has its paired interval around its effect."""
+    root = shared_data_root()
+    if root is None or not (root / "bbq" / "Age.jsonl").is_file():
+        pytest.skip("needs the BBQ files (moraleval data fetch bbq; MORALEVAL_DATA)")
+    out = tmp_path / "report"
+    moraleval.run(str(SPEC), out=str(out), data=str(root), overrides={"categories": "Age,Nationality,Religion",
+                                                                      "per_cell": "30"},
+                  backends={"standard": SaltedBackend("standard"), "public": SaltedBackend("public")},
+                  cache=str(tmp_path / "cache"), log=None)
+    got = check_against_samples(out, n_rows=3 * 2 * 30)
+    diffs = [r for r in got["report"]["across"]["results"] if r["kind"] == "model_difference"
+             and not r.get("group") and r["metric"].split("[")[0] in ("bias_ambiguous_by", "bias_disambiguated_by")]
+    assert len(diffs) == 6
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    for r in diffs:
+        assert r["n_units"] >= 10, r["metric"]
+        assert r["ci_low"] is not None and r["ci_low"] <= r["effect"] <= r["ci_high"], r["metric"]
+        assert r["p_adjusted"] is not None and r["p_adjusted"] >= r["p_value"]
+        # the interval against an independent paired cluster bootstrap (our own draws of the question templates,
+        # the same for both models): the ends agree up to Monte Carlo error
+        name, cat = r["metric"][:-1].split("[")
+        lo, hi = _paired_interval(samples, "ambig" if name == "bias_ambiguous_by" else "disambig", cat)
+        width = r["ci_high"] - r["ci_low"]
+        assert abs(lo - r["ci_low"]) <= 0.15 * width and abs(hi - r["ci_high"]) <= 0.15 * width, (r, lo, hi)
+
+
+def _paired_interval(samples: list[dict], ctx: str, category: str, b: int = 4000) -> tuple[float, float]:
+    """95 % percentile interval of public − standard for one category's bias score: resample the task's units
+    (category, question template) with replacement, the same draw for both models, by plain counting."""
+    units = sorted({(s["values"]["category"], s["values"]["question_index"]) for s in samples})
+    index = {u: i for i, u in enumerate(units)}
+    # per unit and model: items, correct, non-unknown, target among non-unknown (this context and category)
+    sums = {m: np.zeros((len(units), 4)) for m in ("standard", "public")}
+    for s in samples:
+        v = s["values"]
+        if v["context_condition"] != ctx or v["category"] != category:
+            continue
+        a = s["readout"]["answer"]
+        row = sums[s["model"]][index[(v["category"], v["question_index"])]]
+        row += [1, a == v["label"], a != v["unknown"], a != v["unknown"] and a == v["target"]]
+    rng = np.random.default_rng(12345)
+    counts = np.stack([np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
+                       for _ in range(b)])
+    scores = {}
+    for m, per_unit in sums.items():
+        n, correct, non_unknown, target = (counts @ per_unit).T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = 2 * target / non_unknown - 1
+            scores[m] = (1 - correct / n) * ratio if ctx == "ambig" else ratio
+    d = scores["public"] - scores["standard"]
+    d = d[np.isfinite(d)]
+    return float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))

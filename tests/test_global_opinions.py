@@ -423,6 +423,29 @@ def check_against_samples(out: Path) -> dict:
         assert cmp["effect"] == pytest.approx(want, abs=1e-9)
         checked += 1
     assert len([c for c in report["comparisons"] if not c.get("group")]) == 6
+    # the intervals of the default condition's similarities against an independent bootstrap of the questions
+    # (a question text asked twice is one unit, as the spec declares): the ends agree up to Monte Carlo error
+    items = by_cell[("opinion", "default")]
+    units = sorted({s["values"]["question"] for s in items})
+    index = {u: i for i, u in enumerate(units)}
+    rng = np.random.default_rng(2023)
+    counts = np.stack([np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
+                       for _ in range(4000)])
+    for c in sorted({c for s in items for c in s["values"]["shares"]}):
+        per_unit = np.zeros((len(units), 2))
+        for s in items:
+            x = _sim(s, c)
+            if x is not None:
+                per_unit[index[s["values"]["question"]]] += [x, 1]
+        total, n = (counts @ per_unit).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = total / n
+        boot = boot[np.isfinite(boot)]
+        e = est[("opinion", f"similarity[{c}]", "default")]
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        width = e["ci_high"] - e["ci_low"]
+        assert abs(lo - e["ci_low"]) <= 0.15 * width and abs(hi - e["ci_high"]) <= 0.15 * width, (c, e, lo, hi)
+        checked += 1
     return {"report": report, "checked": checked}
 
 

@@ -397,9 +397,9 @@ def _count(data: bytes) -> int:
     return sum(1 for line in data.splitlines() if line.strip())
 
 
-def attribution() -> str:
-    """The section of the sample folder's ATTRIBUTION.md about these files."""
-    files = build()
+def attribution(files: dict[str, bytes] | None = None) -> str:
+    """The section of the sample folder's ATTRIBUTION.md about these files (``files``: ``build()``'s, built again if not given)."""
+    files = build() if files is None else files
     listing = "\n".join(f"| `{rel}` | {_count(data)} | `{hashlib.sha256(data).hexdigest()}` |"
                         for rel, data in sorted(files.items()))
     return f"""## Synthetic samples: discrim-eval, model-written evaluations, Winogenerated

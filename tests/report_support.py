@@ -88,6 +88,10 @@ metric f_var on bbq_answer = var(logprob(answer, 0))
 metric f_std on bbq_answer = std(prob(answer, 1))
 metric f_median on bbq_answer = median(logprob(answer, 2))
 metric f_quantile on bbq_answer = quantile(prob(answer, 0), 0.25)
+metric f_jsd on bbq_answer = mean(1 - jsd(dist(answer), [0.2, 0.3, 0.5]) where "ans0" in answer_info)
+metric f_kl on bbq_answer = mean(kl(dist(answer), [0.25, 0.25, 0.5], 2.718281828459045))
+metric f_tv on bbq_answer = mean(tv([0.1, 0.6, 0.3], dist(answer)) where "nothing" not in answer_info)
+metric f_entropy on bbq_answer = mean(entropy(dist(answer)) + len(dist(answer)))
 bootstrap resamples 1000 seed 0 level 0.95
 bootstrap on bbq_answer unit question_index, category
 compare Q_IF vs Q on f_min, f_pearson test bootstrap correct holm

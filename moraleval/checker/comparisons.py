@@ -2,7 +2,8 @@
 correction known (``moraleval.language.vocabulary``), the test suited to the metric's form, an equivalence test's
 margin.  A family named in a compare line stands for its members: a metric family (``similarity``: every
 ``similarity[...]``) and a condition family (``CP vs Q``: every ``CP[...]`` against ``Q``; two families of the
-same values: member by member)."""
+same values: member by member; a condition family on a metric family of the same values: member by member too,
+``CP[Russia]`` on ``steering[Russia]``)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,46 @@ def expand_metrics(ctx: CheckContext, names: tuple[str, ...]) -> tuple[str, ...]
     return tuple(out)
 
 
-def _expand_pairs(ctx: CheckContext, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """Condition pairs with condition families replaced by their members (in any task that has them)."""
+def _condition_families(ctx: CheckContext) -> dict[str, list[str]]:
     fams: dict[str, list[str]] = {}
     for per_task in ctx.condition_families.values():
         for fam, members in per_task.items():
             fams.setdefault(fam, members)
+    return fams
+
+
+def _labels(family: str, members: list[str]) -> list[str]:
+    """The members' value labels: ``[Russia]`` of ``CP[Russia]``."""
+    return [m[len(family):] for m in members]
+
+
+def _combos(ctx: CheckContext, cmp: n.Comparison) -> tuple[tuple[str, str, str], ...]:
+    """(treatment, baseline, metric) triples when a condition family of the line meets a metric family of the same
+    values: those pair member by member (``compare CP vs default on steering``: CP[Russia] on steering[Russia]),
+    every other pair × metric as usual.  Empty when no such meeting happens (every pair on every metric)."""
+    conds = _condition_families(ctx)
+    out: list[tuple[str, str, str]] = []
+    matched = False
+    for name in cmp.metrics:
+        members = ctx.metric_families.get(name)
+        for a, b in cmp.pairs:
+            fam = a if a in conds else (b if b in conds else None)
+            if members and fam is not None and not (a in conds and b in conds) and \
+                    sorted(_labels(name, members)) == sorted(_labels(fam, conds[fam])):
+                matched = True
+                for m in members:
+                    c = fam + m[len(name):]
+                    out.append((c, b, m) if fam == a else (a, c, m))
+                continue
+            for ea, eb in _expand_pairs(ctx, ((a, b),)):
+                for m in (members or [name]):
+                    out.append((ea, eb, m))
+    return tuple(dict.fromkeys(out)) if matched else ()
+
+
+def _expand_pairs(ctx: CheckContext, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Condition pairs with condition families replaced by their members (in any task that has them)."""
+    fams = _condition_families(ctx)
     out: list[tuple[str, str]] = []
     for a, b in pairs:
         ma, mb = fams.get(a), fams.get(b)
@@ -85,7 +120,7 @@ def check_comparisons(ctx: CheckContext) -> None:
             ctx.error(msg, node, hint, src, code=code)
         margin = margin_of(ctx, cmp, error)
         expanded = attrs.evolve(cmp, metrics=expand_metrics(ctx, cmp.metrics),
-                                pairs=_expand_pairs(ctx, cmp.pairs), margin=margin)
+                                pairs=_expand_pairs(ctx, cmp.pairs), margin=margin, combos=_combos(ctx, cmp))
         ctx.sources[id(expanded)] = src
         ctx.comparisons.append(expanded)
         if cmp.test not in TESTS:
@@ -103,7 +138,8 @@ def check_comparisons(ctx: CheckContext) -> None:
                 continue
             conds = {c.name for c in ctx.tasks[m.task].node.conditions}  # as written (a broken one is reported)
             conds |= set(ctx.condition_families.get(m.task, {}))
-            for a, b in expanded.pairs:
+            pairs = [(a, b) for a, b, mm in expanded.combos if mm == name] if expanded.combos else expanded.pairs
+            for a, b in pairs:
                 for c in (a, b):
                     if c not in conds:
                         ctx.error(f"compare: task '{m.task}' has no condition '{c}'", cmp,

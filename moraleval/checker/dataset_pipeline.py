@@ -38,6 +38,8 @@ class DatasetResult:
     files_read: dict[str, str]  # relative path -> sha256
     rows_read: int = 0
     dropped: dict[str, int] = attrs.Factory(dict)  # reason -> rows
+    # `drop entries of COLUMN`: column -> reason -> entries removed from the rows' cells
+    entries_dropped: dict[str, dict[str, int]] = attrs.Factory(dict)
     joins: dict[str, dict[str, Any]] = attrs.Factory(dict)  # join name -> {"file":..., "present": bool, ...}
     expanded_from: int | None = None  # rows before the first expand
     # each expand line in order: {"column", "values" (how many), "rows_before", "rows_after"}
@@ -156,7 +158,7 @@ class _Pipeline:
         src = self.sources.get(id(r))
         if src is not None and src[0] is r:
             return f"{src[1]}:{src[2]}"
-        return _row_label(r, i)
+        return _row_label(self, r, i)
 
     def report(self, exc: StatementError | EvalError) -> None:
         if self.on_error is None:
@@ -254,6 +256,75 @@ def _filter(p: _Pipeline, stmt: n.Filter) -> None:
     if len(p.rows) != len(keep):
         p.result.dropped[reason] = p.result.dropped.get(reason, 0) + len(p.rows) - len(keep)
     p.rows = keep
+
+
+class _EntryEnv(RowEnv):
+    """A row's names, with ``key`` and ``value`` bound to one entry of a cell (they win over columns so named)."""
+
+    def __init__(self, row: dict[str, Any], consts: dict[str, Any]) -> None:
+        super().__init__(row, consts)
+        self.entry: tuple[Any, Any] = (None, None)
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "key":
+            return self.entry[0]
+        if key == "value":
+            return self.entry[1]
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in ("key", "value") or super().__contains__(key)
+
+    def __iter__(self):
+        return iter(["key", "value", *super().__iter__()])
+
+
+def _drop_entries(p: _Pipeline, stmt: n.DropEntries) -> None:
+    """In each row, the entries of a record (or list) cell for which the condition holds are removed and counted
+    under the statement's reason; a row keeps its other entries (and stays a row)."""
+    col = stmt.column
+    if p.result.columns_known and p.columns and col not in p.columns:
+        close = difflib.get_close_matches(col, p.columns, n=1)
+        p.report(StatementError(f"drop entries: no column '{col}' in the dataset's rows", stmt,
+                                f"did you mean '{close[0]}'?" if close else "derive the column first"))
+        return
+    cond = compile_expr(stmt.cond)
+    env = _EntryEnv({}, p.consts)
+    removed = 0
+    for i, r in enumerate(p.rows):
+        cell = r.get(col)
+        if cell is None:
+            continue
+        if isinstance(cell, dict):
+            entries = list(cell.items())
+        elif isinstance(cell, list):
+            entries = list(enumerate(cell))
+        else:
+            p.report(StatementError(f"drop entries of '{col}': the cell holds {type(cell).__name__} "
+                                    f"{_short(cell)}, not a record or a list", stmt,
+                                    f"derive '{col}' as a record or a list first (e.g. parse_literal({col}, "
+                                    "\"record\"))", row=_row_label(p, r, i, [col])))
+            return
+        env.row = r
+        kept = []
+        for k, v in entries:
+            env.entry = (k, v)
+            try:
+                hit = cond(env)
+            except EvalError as exc:
+                names = ["key", "value", *r, *p.consts, "row"]
+                label = _row_label(p, r, i, _columns_read(exc.node, r) or [col])
+                p.report(StatementError(str(exc), exc.node, row=label, names=names))
+                return
+            if not hit:
+                kept.append((k, v))
+        if len(kept) != len(entries):
+            removed += len(entries) - len(kept)
+            r[col] = dict(kept) if isinstance(cell, dict) else [v for _k, v in kept]
+    reason = stmt.reason or f"drop at line {stmt.span.line if stmt.span else '?'}"
+    if removed:
+        per = p.result.entries_dropped.setdefault(col, {})
+        per[reason] = per.get(reason, 0) + removed
 
 
 def _sample(p: _Pipeline, stmt: n.Sample) -> None:
@@ -446,7 +517,8 @@ def _show(v: Any) -> str:
 #: the handler of each statement that changes the rows read, run in the order written (``origin`` and ``file``
 #: lines only declare; ``read`` and ``expand`` lines have steps of their own, see ``run_pipeline``)
 ROW_HANDLERS: dict[type, Callable[[_Pipeline, Any], None]] = {
-    n.Join: _join, n.Derive: _derive, n.Filter: _filter, n.Sample: _sample, n.Fields: _fields, n.Expect: _expect,
+    n.Join: _join, n.Derive: _derive, n.Filter: _filter, n.DropEntries: _drop_entries, n.Sample: _sample,
+    n.Fields: _fields, n.Expect: _expect,
 }
 
 
@@ -504,22 +576,50 @@ def _apply(p: _Pipeline, fn: Callable[[RowEnv], Any], store: Callable[[dict, Any
 
 
 def _row_failure(p: _Pipeline, exc: EvalError, r: dict[str, Any], i: int) -> StatementError:
-    """An expression failed on a row: name the row (its file and line when known).  A name that other rows have
-    as a column is a field this row lacks (a malformed row), not an unknown column."""
+    """An expression failed on a row: name the row (its file and line when known, the columns it reads).  A name
+    that other rows have as a column is a field this row lacks (a malformed row), not an unknown column."""
     node = exc.node
     if str(exc).startswith("unknown name") and isinstance(node, n.Name) and node.name in p.columns:
         return StatementError(f"{p.where(r, i)}: field '{node.name}' is missing (other rows have it)", node,
                               _MALFORMED_HINT + "; or declare it `fields " + node.name + ": ... or none`",
                               code="E128")
-    label = _row_label(r, i)
+    return StatementError(str(exc), node, row=_row_label(p, r, i, _columns_read(node, r)),
+                          names=[*r, *p.consts, "row"])
+
+
+def _columns_read(node: Any, r: dict[str, Any]) -> list[str]:
+    """The row's columns an expression reads (the fields to name when it fails on that row)."""
+    out: list[str] = []
+
+    def walk(e: Any) -> None:
+        if isinstance(e, n.Name) and e.name in r and e.name not in out:
+            out.append(e.name)
+        if attrs.has(type(e)):
+            for a in attrs.fields(type(e)):
+                v = getattr(e, a.name)
+                for x in (v if isinstance(v, tuple) else (v,)):
+                    if attrs.has(type(x)):
+                        walk(x)
+    walk(node)
+    return out
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _row_label(p: _Pipeline, r: dict[str, Any], i: int, fields: list[str] | None = None) -> str:
+    """'row 3 (goqa/sample.csv line 5, column selections)': the row's position after the lines above, the file
+    and line it was read from, the columns the failing expression reads, and its id where it has one."""
+    parts = []
     src = p.sources.get(id(r))
     if src is not None and src[0] is r:
-        label += f", {src[1]}:{src[2]}"
-    return StatementError(str(exc), node, row=label, names=[*r, *p.consts, "row"])
-
-
-def _row_label(r: dict[str, Any], i: int) -> str:
+        parts.append(f"{src[1]} line {src[2]}")
+    if fields:
+        parts.append(("column " if len(fields) == 1 else "columns ") + ", ".join(fields))
     for key in ("example_id", "id", "sentid"):
         if key in r:
-            return f"row {i} ({key} {r[key]!r})"
-    return f"row {i}"
+            parts.append(f"{key} {r[key]!r}")
+            break
+    return f"row {i} ({', '.join(parts)})" if parts else f"row {i}"

@@ -46,7 +46,7 @@ def _with_levels(e: n.Expr, ds: DatasetResult, fail: Any) -> n.Expr:
         # check only, with the dataset's files absent: the levels of the stand-in rows (same format), so that the
         # rest of the spec is still checked; such a dataset is never planned
         rows = ds.rows if ds.rows or ds.stand_in_rows is None else ds.stand_in_rows
-        return n.Literal(sort_levels(r.get(col) for r in rows), span=e.span)
+        return n.Literal(sort_levels(_elements(r.get(col) for r in rows)), span=e.span)
     if not attrs.has(type(e)):
         return e
     changes = {}
@@ -63,6 +63,16 @@ def _with_levels(e: n.Expr, ds: DatasetResult, fail: Any) -> n.Expr:
             if new is not v:
                 changes[a.name] = new
     return attrs.evolve(e, **changes) if changes else e
+
+
+def _elements(cells: Any) -> list[Any]:
+    """A column's values; of a column of lists, their elements, and of a column of records, their keys (the
+    countries of GlobalOpinionQA's `selections`): the levels a family over its contents runs over."""
+    cells = list(cells)
+    if any(isinstance(c, (list, dict)) for c in cells) and all(isinstance(c, (list, dict)) or c is None
+                                                                for c in cells):
+        return [x for c in cells if c is not None for x in c]
+    return cells
 
 
 def loop_values(ctx: CheckContext, each: n.Each, ds: DatasetResult, src: Source, what: str

@@ -120,17 +120,30 @@ def _members(ctx: CheckContext, formula: "MetricFormula", m: n.Metric, ds: Datas
     if got is None:
         return None
     values, ref = got
-    var = m.each.var
+    var, other = m.each.var, m.each.other
+    if other is not None and (m.each.ref is None or other == var):
+        ctx.error(f"metric '{m.name}': `as {other}` names the other side of a contrast, so it needs `vs REF` and a "
+                  f"name other than `{var}`", m.each, "write: for c in countries vs \"United States\" as other",
+                  src, code="E176")
+        return None
     out = []
     ref_expr = None
-    if m.each.ref is not None:
-        ref_expr = formula.inline(value, {var: n.Literal(ref, span=m.each.span)}, [m.name])
+
+    def lit(x: Any) -> n.Expr:
+        return n.Literal(x, span=m.each.span)
+    if m.each.ref is not None and other is None:
+        ref_expr = formula.inline(value, {var: lit(ref)}, [m.name])
         if ref_expr is None or not _one_number(formula, m, ref_expr, src):
             return None
     for v in values:
         if m.each.ref is not None and level_label(v) == level_label(ref):
             continue
-        expr = formula.inline(value, {var: n.Literal(v, span=m.each.span)}, [m.name])
+        if other is not None:  # each side sees the other's value: the reference's formula differs per member
+            ref_expr = formula.inline(value, {var: lit(ref), other: lit(v)}, [m.name])
+            if ref_expr is None or not _one_number(formula, m, ref_expr, src):
+                return None
+        bound = {var: lit(v), **({other: lit(ref)} if other is not None else {})}
+        expr = formula.inline(value, bound, [m.name])
         if expr is None or not _one_number(formula, m, expr, src):
             return None
         extra: dict[str, Any] = {"family": m.name, "member": {var: v}}

@@ -65,6 +65,9 @@ def summarise_plan(plan, checked) -> str:
         dropped = ", ".join(f"{n} {reason}" for reason, n in ds["dropped"].items()) or "none"
         lines.append(f"dataset {name}: {ds['rows_read']} rows read from {len(ds['files'])} file(s), "
                      f"{ds['rows']} kept; dropped: {dropped}")
+        for column, reasons in (ds.get("entries_dropped") or {}).items():  # entries removed inside the cells
+            lines.append(f"  entries of {column} dropped: "
+                         + ", ".join(f"{n} {reason}" for reason, n in reasons.items()))
         for jname, j in ds["joins"].items():
             state = "present" if j["present"] else "absent (its columns are none)"
             extra = f", {j['unmatched']} rows without a match" if j.get("unmatched") else ""

@@ -69,15 +69,20 @@ def read_table_lines(path: Path, fmt: str) -> tuple[list[dict[str, Any]], list[i
     header = [h if h else f"column{i}" for i, h in enumerate(header)]
     rows, lines = [], []
     start = reader.line_num + 1
-    for values in reader:
-        lineno, start = start, reader.line_num + 1  # a quoted cell may span lines: the row starts at `lineno`
-        if not values:
-            continue
-        if len(values) != len(header):
-            raise DataError(f"{path}:{lineno}: {len(values)} fields, the header has {len(header)}",
-                            hint=f"is this really a {fmt} file?")
-        rows.append(dict(zip(header, values)))
-        lines.append(lineno)
+    try:
+        for values in reader:
+            lineno, start = start, reader.line_num + 1  # a quoted cell may span lines: the row starts at `lineno`
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise DataError(f"{path}:{lineno}: {len(values)} fields, the header has {len(header)}",
+                                hint=f"is this really a {fmt} file? (a cell with a stray quote runs on into the "
+                                     "next lines)")
+            rows.append(dict(zip(header, values)))
+            lines.append(lineno)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{start}: not a valid {fmt} row ({exc})",
+                        hint="a quote that is opened must be closed, and a cell's own quotes doubled") from None
     if not rows:
         raise DataError(f"{path}: the file has a header line but no rows", hint="restore the file (e.g. fetch it "
                                                                                  "again)")

@@ -241,9 +241,11 @@ _ENTRIES = [
          "}",
          "Read the file in its real format (jsonl, csv or tsv), or repair or replace the file."),
     Code("E137", "dataset line fails",
-         "A `derive`, `filter`, `join`, `sample`, `expand` or `read ... for` line fails on the data: an unknown "
-         "column or function, an operation that fails on a row (the row is named), a join key missing or "
-         "repeated, or a value of the wrong kind.",
+         "A `derive`, `filter`, `drop entries`, `join`, `sample`, `expand` or `read ... for` line fails on the "
+         "data: an unknown column or function, an operation that fails on a row (the row is named, with the file "
+         "and line it was read from and the columns the expression reads), a join key missing or repeated, or a "
+         "value of the wrong kind (a cell `parse_literal(..., \"record\")` finds to be a list, a `drop entries` "
+         "cell that is neither a record nor a list).",
          _BBQ.replace('    read jsonl "bbq/sample.jsonl"\n',
                       '    read jsonl "bbq/sample.jsonl"\n    derive negative = polarity == "neg"\n'),
          "Use the dataset's column names (the hint offers the nearest), or correct the expression.\n"

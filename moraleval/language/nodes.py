@@ -257,6 +257,18 @@ class Filter:
 
 
 @attrs.frozen
+class DropEntries:
+    """``drop entries of COLUMN where COND reason "..."``: in each row, the entries of a record (or list) column
+    for which COND holds are removed (COND sees the row, ``key`` and ``value``: the entry), and counted by reason,
+    so defects inside a cell (a country's all-zero shares) are accounted for like dropped rows."""
+
+    column: str
+    cond: Expr
+    reason: str | None = None
+    span: Span | None = _span()
+
+
+@attrs.frozen
 class Sample:
     n: int
     per: tuple[str, ...] = _tuple()
@@ -303,7 +315,7 @@ class Expect:
     span: Span | None = _span()
 
 
-DatasetStmt = Union[Origin, FileDecl, Read, Join, Derive, Filter, Sample, Expand, Fields, Expect]
+DatasetStmt = Union[Origin, FileDecl, Read, Join, Derive, Filter, DropEntries, Sample, Expand, Fields, Expect]
 
 
 @attrs.frozen
@@ -356,6 +368,9 @@ class Each:
     ref: "Expr | None" = None
     span: Span | None = _span()
     ranked: bool = False  # `ranked`: each member's rank among the family, with its bootstrap interval
+    # `vs REF as OTHER`: OTHER is bound to the other side's value (REF in a level's formula, the level in the
+    # reference's), so both sides of a contrast can keep to the items they share
+    other: str | None = None
 
 
 @attrs.frozen
@@ -425,6 +440,9 @@ class Comparison:
     span: Span | None = _span()
     models: bool = False  # `compare model b vs a ...`: the pairs name models, not conditions
     margin: float | str | None = None  # `test tost margin D`: the equivalence margin (a number or a parameter)
+    # (treatment, baseline, metric) when a condition family meets a metric family of the same values, which pair
+    # member by member (CP[Russia] on steering[Russia]); empty: every pair on every metric
+    combos: tuple[tuple[str, str, str], ...] = ()
 
 
 @attrs.frozen

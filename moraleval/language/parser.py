@@ -295,6 +295,9 @@ class _ToNodes(Transformer):
     def filter(self, meta, c):
         return n.Filter(c[0], unquote(c[1]) if c[1] is not None else None, span=_span(meta))
 
+    def drop(self, meta, c):
+        return n.DropEntries(str(c[0]), c[1], unquote(c[2]) if c[2] is not None else None, span=_span(meta))
+
     def name_list(self, meta, c):
         return tuple(str(x) for x in c)
 
@@ -335,7 +338,11 @@ class _ToNodes(Transformer):
         return n.Each(str(c[0]), c[1], span=_span(meta))
 
     def family(self, meta, c):
-        return n.Each(str(c[0]), c[1], c[2], span=_span(meta), ranked=c[3] is not None)
+        return n.Each(str(c[0]), c[1], c[2], span=_span(meta), ranked=c[4] is not None,
+                      other=str(c[3]) if c[3] is not None else None)
+
+    def other_side(self, meta, c):
+        return c[0]
 
     def ranked(self, meta, c):
         return True

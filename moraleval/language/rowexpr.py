@@ -103,10 +103,34 @@ def _literal_value(node: ast.AST, depth: int = 0) -> Any:
     raise ValueError(f"{type(node).__name__} is not part of a literal")
 
 
-def parse_literal(text: Any) -> Any:
+#: what ``parse_literal(text, kind)`` may insist on, and the Python types that satisfy each
+LITERAL_KINDS: dict[str, tuple[type, ...]] = {"list": (list,), "record": (dict,), "number": (int, float),
+                                              "text": (str,)}
+
+
+def _kind_of(value: Any) -> str:
+    for kind, types in LITERAL_KINDS.items():
+        if isinstance(value, types) and not isinstance(value, bool):
+            return kind
+    return "none" if value is None else type(value).__name__
+
+
+def parse_literal(text: Any, kind: str | None = None) -> Any:
     """A value written as a Python literal (``"[0.1, 0.9]"``, ``"{'Belgium': [0.2, 0.8]}"``, also the repr of a
     ``defaultdict(<class 'list'>, {...})``, as GlobalOpinionQA's CSV cells are), read without evaluating anything;
-    ``nan`` and ``inf`` are numbers, dict keys become text.  A value that is not text is returned as it is."""
+    ``nan`` and ``inf`` are numbers, dict keys become text.  A value that is not text is returned as it is.
+
+    ``kind`` ("list", "record", "number", "text") is what the cell must hold: a cell of another shape is an error
+    rather than a value that a later line misreads (``len`` of a text is its number of characters)."""
+    if kind is not None and kind not in LITERAL_KINDS:
+        raise ValueError(f"the kind must be one of {', '.join(LITERAL_KINDS)}, not {kind!r}")
+    value = _parse_literal(text)
+    if kind is not None and _kind_of(value) != kind:
+        raise ValueError(f"expected a {kind}, the cell holds a {_kind_of(value)}")
+    return value
+
+
+def _parse_literal(text: Any) -> Any:
     if not isinstance(text, str):
         return text
     if len(text) > LITERAL_MAX_CHARS:
@@ -118,6 +142,39 @@ def parse_literal(text: Any) -> Any:
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         raise ValueError(f"not a literal: {getattr(exc, 'msg', exc)}") from None
     return _literal_value(tree.body)
+
+
+def _values(d: Any) -> list[Any]:
+    if not isinstance(d, Mapping):
+        raise TypeError(f"values() needs a record, got {type(d).__name__}")
+    return list(d.values())
+
+
+def _record(keys: Any, values: Any) -> dict[str, Any]:
+    """A record from parallel lists; a repeated key is refused, since keeping either value would hide the other."""
+    if not isinstance(keys, list) or not isinstance(values, list):
+        raise TypeError("record() needs two lists: the keys and the values")
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} keys but {len(values)} values")
+    out: dict[str, Any] = {}
+    for k, v in zip(keys, values):
+        if not isinstance(k, (str, int, float)) or isinstance(k, bool):
+            raise TypeError(f"a key must be text or a number, not {_show(k)}")
+        key = k if isinstance(k, str) else str(k)
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice")
+        out[key] = v
+    return out
+
+
+def _sum(items: Any) -> Any:
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"sum() needs a list, got {type(items).__name__}")
+    if any(x is None for x in items):
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items):
+        raise TypeError("sum() needs numbers")
+    return sum(items)
 
 
 # name -> (function, min args, max args, doc)
@@ -169,12 +226,18 @@ ROW_FUNCTIONS: dict[str, RowFunction] = {
     "has": _f(lambda x: x is not None, 1, 1, "has(x)", "`x` is not `none` (e.g. the record of an optional join)"),
     "coalesce": _f(lambda *xs: _first([x for x in xs if x is not None]), 1, 9, "coalesce(a, b, …)",
                    "the first argument that is not `none`"),
-    "parse_literal": _f(parse_literal, 1, 1, "parse_literal(s)",
+    "parse_literal": _f(parse_literal, 1, 2, "parse_literal(s, kind=none)",
                         "a list or record written as a Python literal in text (a CSV cell such as `\"[0.2, 0.8]\"` "
                         "or `\"defaultdict(<class 'list'>, {'Belgium': [0.2, 0.8]})\"`), read without running "
-                        "anything"),
+                        "anything; with `kind` (`\"list\"`, `\"record\"`, `\"number\"`, `\"text\"`), a cell of "
+                        "another shape is an error"),
     "keys": _f(lambda d: list(d) if isinstance(d, Mapping) else [], 1, 1, "keys(record)",
                "its keys, in order"),
+    "values": _f(_values, 1, 1, "values(record)", "its values, in the order of its keys"),
+    "record": _f(_record, 2, 2, "record(keys, values)",
+                 "a record from a list of keys and a list of values of the same length; a key given twice is an "
+                 "error (it would silently lose a value)"),
+    "sum": _f(_sum, 1, 1, "sum(list)", "the sum of a list of numbers (`none` if an element is missing)"),
 }
 
 

@@ -405,28 +405,27 @@ FUNCTIONS: dict[str, Function] = _declare(
              "log-probability of the option(s) with this value (unnormalised under `normalize none`)"),
     Function("dist", CHOICE, (1, 1), "choice",
              "the choice's probabilities over its listed options, in the order the options are written (a vector "
-             "per item; its length may differ from row to row)", types=("choice",), returns="vector",
-             recount=False),
+             "per item; its length may differ from row to row)", types=("choice",), returns="vector"),
     # --- vectors: per-item lists of numbers (a choice's dist(...), a list column, a mapping's entry)
     Function("jsd", VECTOR, (2, 3), "p, q, base",
              "Jensen-Shannon distance √JSD between two distributions (each normalised to sum 1), logarithms to "
              "`base` (default 2: bits, so 0 <= jsd <= 1), as `scipy.spatial.distance.jensenshannon(p, q, base)`",
-             types=("vector", "vector", "constant"), vector=_vec_jsd, scalar=_scalar_vec(_vec_jsd), recount=False,
+             types=("vector", "vector", "constant"), vector=_vec_jsd, scalar=_scalar_vec(_vec_jsd),
              note="jsd: the Jensen-Shannon distance √JSD, logarithms to base 2 unless a base is given (so it lies "
                   "in [0, 1]); items whose two vectors differ in length are left out, with the reason"),
     Function("kl", VECTOR, (2, 3), "p, q, base",
              "Kullback-Leibler divergence KL(p ‖ q) (each normalised to sum 1), logarithms to `base` (default 2); "
              "undefined where q is 0 and p is not", types=("vector", "vector", "constant"), vector=_vec_kl,
-             scalar=_scalar_vec(_vec_kl), recount=False,
+             scalar=_scalar_vec(_vec_kl),
              note="kl: logarithms to base 2 unless a base is given; infinite (undefined) where q is 0 and p is not"),
     Function("tv", VECTOR, (2, 2), "p, q", "total variation distance ½ Σ |p − q| (each normalised to sum 1)",
-             types=("vector", "vector"), vector=_vec_tv, scalar=_scalar_vec(_vec_tv), recount=False),
+             types=("vector", "vector"), vector=_vec_tv, scalar=_scalar_vec(_vec_tv)),
     Function("entropy", VECTOR, (1, 2), "p, base",
              "Shannon entropy −Σ p log p of a distribution (normalised to sum 1), logarithms to `base` (default 2)",
-             types=("vector", "constant"), vector=_vec_entropy, scalar=_scalar_vec(_vec_entropy), recount=False,
+             types=("vector", "constant"), vector=_vec_entropy, scalar=_scalar_vec(_vec_entropy),
              note="entropy: logarithms to base 2 unless a base is given"),
     Function("len", VECTOR, (1, 1), "v", "number of elements of a vector", types=("vector",), vector=_vec_len,
-             scalar=_scalar_vec(_vec_len), recount=False),
+             scalar=_scalar_vec(_vec_len)),
     # --- elementwise: per item inside an aggregate, on numbers outside
     Function("abs", ELEMENTWISE, (1, 1), "x", "absolute value", numpy=np.abs, scalar=abs),
     Function("sqrt", ELEMENTWISE, (1, 1), "x", "square root (undefined below 0)", numpy=np.sqrt, scalar=math.sqrt),
@@ -457,7 +456,8 @@ FUNCTIONS: dict[str, Function] = _declare(
              "coding)", types=("column", "constant"), recount=False),
     # --- lists for `for` lines
     Function("levels", LIST, (1, 1), "column",
-             "the distinct values of a dataset column, sorted (a `for` line runs over them)", types=("column",),
+             "the distinct values of a dataset column, sorted (a `for` line runs over them); of a column of lists "
+             "their distinct elements, of a column of records their distinct keys", types=("column",),
              returns="list", recount=False),
 )
 

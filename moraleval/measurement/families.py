@@ -113,15 +113,25 @@ def ranks(jobs: Sequence[Any], ests: Sequence[Estimate], level: float) -> list[d
     rb = _ranks_of(np.column_stack(boots)) if boots[0].size else np.zeros((0, len(ests)))
     out: list[dict[str, Any] | None] = []
     lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    n_boot = rb.shape[0] if rb.size else 0
     for k, e in enumerate(ests):
         if e.value is None:
             out.append(None)
             continue
         col = rb[:, k][np.isfinite(rb[:, k])] if rb.size else np.zeros(0)
-        lo, hi = (np.percentile(col, [lo_q, hi_q], method="inverted_cdf") if col.size else (None, None))
-        out.append({"rank": int(point_rank[k]), "of": int(np.isfinite(point_rank).sum()),
-                    "ci_low": None if lo is None else int(lo), "ci_high": None if hi is None else int(hi),
-                    "top": float((col == 1).mean()) if col.size else None})
+        # the estimate's own rule: a member undefined in too many resamples has no interval, nor has its rank (its
+        # ranks would come from the resamples where it happens to be defined: a member with one item would look
+        # surely first or last)
+        undefined = n_boot - col.size
+        if col.size and undefined <= stats.MAX_UNDEFINED_FRACTION * n_boot:
+            lo, hi = np.percentile(col, [lo_q, hi_q], method="inverted_cdf")
+            rank = {"ci_low": int(lo), "ci_high": int(hi)}
+        else:
+            rank = {"ci_low": None, "ci_high": None,
+                    "reason": f"undefined in {undefined} of {n_boot} resamples" if n_boot else "no resamples"}
+        out.append({"rank": int(point_rank[k]), "of": int(np.isfinite(point_rank).sum()), **rank,
+                    # the share of all resamples in which it ranks first (one where it is undefined: not first)
+                    "top": float((col == 1).sum() / n_boot) if n_boot else None})
     return out
 
 

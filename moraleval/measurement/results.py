@@ -57,7 +57,8 @@ class Estimate:
     p_method: str | None = None  # "sign_flip_exact" | "sign_flip_monte_carlo" | "wald"
     interval: str | None = None  # which interval ci_low/ci_high is, in words (a regression coefficient)
     # a ranked family's member (`for ... ranked`): {"rank": 1 = the largest, "ci_low", "ci_high": the percentile
-    # interval of its rank over the resamples, "of": the members ranked, "top": the share of resamples it ranks first}
+    # interval of its rank over the resamples (None, with a "reason", where the member is undefined in more than 10 %
+    # of them), "of": the members ranked, "top": the share of all resamples in which it ranks first}
     rank: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -225,15 +225,17 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
                     for m in checked.metrics)
     comparisons = []
     for family, cmp in enumerate(checked.comparisons):
-        for metric in cmp.metrics:
-            for treatment, baseline in cmp.pairs:
-                comparisons.append(ComparisonPlan(treatment, baseline, metric, cmp.test, cmp.correction, family,
-                                                  models=getattr(cmp, "models", False),
-                                                  margin=getattr(cmp, "margin", None)))
+        combos = getattr(cmp, "combos", ()) or [(t, b, m) for m in cmp.metrics for t, b in cmp.pairs]
+        for treatment, baseline, metric in combos:
+            comparisons.append(ComparisonPlan(treatment, baseline, metric, cmp.test, cmp.correction, family,
+                                              models=getattr(cmp, "models", False),
+                                              margin=getattr(cmp, "margin", None)))
     b = checked.bootstrap
     datasets = {}
     for name, ds in checked.datasets.items():
         datasets[name] = {"rows_read": ds.rows_read, "rows": len(ds.rows), "dropped": dict(sorted(ds.dropped.items())),
+                          **({"entries_dropped": {c: dict(sorted(r.items())) for c, r in ds.entries_dropped.items()}}
+                             if ds.entries_dropped else {}),
                           "files": sorted(ds.files_read), "joins": ds.joins,
                           **({"expanded_from": ds.expanded_from, "expansions": [dict(e) for e in ds.expansions]}
                              if ds.expanded_from is not None else {})}

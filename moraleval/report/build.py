@@ -164,6 +164,12 @@ def _dropped(plan: Plan) -> dict[str, Any]:
     return {name: info.get("dropped", {}) for name, info in plan.datasets.items() if isinstance(info, Mapping)}
 
 
+def _entries_dropped(plan: Plan) -> dict[str, Any]:
+    """`drop entries of` counts: dataset -> column -> reason -> entries (only datasets that dropped some)."""
+    return {name: info["entries_dropped"] for name, info in plan.datasets.items()
+            if isinstance(info, Mapping) and info.get("entries_dropped")}
+
+
 def _unit_label(plan: Plan, task: str) -> str:
     """The task's resampling unit as the measure stage names it (``row`` when every item is its own unit)."""
     info = plan.tasks.get(task) or {}
@@ -243,13 +249,14 @@ def build_report(plan: Plan, measurement: Any, outcomes: Mapping[str, RequestOut
         "bootstrap": {**attrs.asdict(plan.bootstrap), "unit": {t: _unit_label(plan, t) for t in tasks}},
         "estimates": sorted(estimates, key=est_key),
         "comparisons": sorted(comparisons, key=cmp_key),
-        "dropped": {"datasets": _dropped(plan), "measurement": jsonable(getattr(measurement, "dropped", None))},
+        "dropped": {"datasets": _dropped(plan), "measurement": jsonable(getattr(measurement, "dropped", None)),
+                    **({"entries": _entries_dropped(plan)} if _entries_dropped(plan) else {})},
         "warnings": jsonable(list(getattr(measurement, "warnings", ()) or ())),
         "answer_distribution": sorted(jsonable(list(getattr(measurement, "answer_distribution", ()) or ())),
                                       key=lambda d: (_rank(tasks, d.get("task", "")),
                                                      _rank(conds.get(d.get("task", ""), []), d.get("condition", "")),
                                                      str(d.get("model") or ""))),
-        "datasets": {name: {k: v for k, v in info.items() if k != "dropped"}
+        "datasets": {name: {k: v for k, v in info.items() if k not in ("dropped", "entries_dropped")}
                      for name, info in plan.datasets.items() if isinstance(info, Mapping)},
         "counts": {"requests": len(plan.requests), "requests_answered": sum(1 for r in plan.requests
                                                                            if r.key in outcomes),

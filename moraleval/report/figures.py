@@ -24,8 +24,8 @@ from moraleval.report.labels import expr_source
 from moraleval.report.per_sample import NotEvaluable, evaluate, find_calls, sample_env
 from moraleval.util import numbers
 
-__all__ = ["DIFFERENCE_KINDS", "PALETTE", "TESTED_FAMILIES", "comparison_panels", "estimate_panels", "quantity",
-           "task_figures", "why_not_drawn"]
+__all__ = ["DIFFERENCE_KINDS", "PALETTE", "TESTED_FAMILIES", "comparison_panels", "estimate_panels",
+           "model_difference_figure", "model_difference_panels", "quantity", "task_figures", "why_not_drawn"]
 
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 # text.parse_math off: every label comes from data, the spec or report.json, and a `$` there (a price tier "$$",
@@ -195,9 +195,17 @@ def estimate_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest.P
                 rows_are = rows_are or "member of the family"
             rows_are = rows_are or ("group" if any(e.get("group") for e in mine) else "")
         rows = list(dict.fromkeys(r for r, _e in sorted(keyed, key=lambda kv: (kv[0] != "all items",))))
+        title = key
+        ranked_in = next((c for c in conds if any(e.get("condition") == c and isinstance(e.get("rank"), Mapping)
+                                                  for _r, e in keyed)), None)
+        if ranked_in is not None:  # a ranked family: its members in the order of their rank (1 at the top)
+            rank_of = {r: e["rank"].get("rank") for r, e in keyed
+                       if e.get("condition") == ranked_in and isinstance(e.get("rank"), Mapping)}
+            rows.sort(key=lambda r: (r != "all items", rank_of.get(r) is None, rank_of.get(r) or 0))
+            title = f"{key}, ranked ({ranked_in})"
         points = {(r, e.get("condition")): (_num(e.get("value")), _num(e.get("ci_low")), _num(e.get("ci_high")),
                                             _flagged(e)) for r, e in keyed}
-        panels.append(forest.Panel(key, axis, rows, [c for c in conds if any(k[1] == c for k in points)],
+        panels.append(forest.Panel(title, axis, rows, [c for c in conds if any(k[1] == c for k in points)],
                                    points, style, scale, fixed, zero))
     return panels, conds, rows_are
 
@@ -291,6 +299,78 @@ def _comparison_figure(report: Mapping[str, Any], task: str) -> dict[str, Any] |
                + "; each panel has its own scale"
                + ("; hollow = flagged (see the warnings)" if any(_flagged(c) for c in cmps) else "") + ".")
     return _draw(task, "-comparisons", panels, colors, title, caption)
+
+
+def model_difference_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest.Panel], dict[str, str]]:
+    """The differences between models (report.json ``across``, kind ``model_difference``, whole study) as forest
+    panels: a family of metrics is one panel with its members as rows (a CCAI-style study's BBQ categories), the
+    other compared metrics one panel; an equivalence test is a panel of its own, its (1 − 2α) interval drawn
+    against the margin ±D.  Series: the model pairs (and conditions)."""
+    results = [r for r in (report.get("across") or {}).get("results", []) if r.get("kind") == "model_difference"
+               and r.get("task") == task and not r.get("group") and _num(r.get("effect")) is not None]
+    metrics = {m.get("name"): m for m in report.get("metrics", []) if m.get("task") == task}
+    conds = list(dict.fromkeys(r.get("condition") for r in results))
+    keyed: dict[tuple[str, float | None], list[tuple[str, str, Mapping[str, Any], tuple]]] = {}
+    for r in results:
+        series = f"{r.get('model')} − {r.get('baseline_model')}" + (f" in {r.get('condition')}" if len(conds) > 1
+                                                                     else "")
+        m = metrics.get(r.get("metric")) or {}
+        eq = r.get("equivalence")
+        lo, hi = _num(r.get("ci_low")), _num(r.get("ci_high"))
+        if isinstance(eq, Mapping) and _num(eq.get("margin")) is not None:
+            interval = eq.get("interval") or [None, None]
+            level = round(100 * float(eq.get("interval_level") or 0.9))
+            key = (f"equivalence: {level}% interval within ±{_num(eq.get('margin')):g}?", _num(eq.get("margin")))
+            row, lo, hi = str(r.get("metric")), _num(interval[0]), _num(interval[1])
+        elif m.get("family"):
+            key, row = (str(m["family"]), None), ", ".join(str(v) for v in (m.get("member") or {}).values())
+        else:
+            key, row = ("whole study", None), str(r.get("metric"))
+        keyed.setdefault(key, []).append((row, series, r, (_num(r.get("effect")), lo, hi, _flagged(r))))
+    colors: dict[str, str] = {}
+    panels = []
+    for (title, margin), items in keyed.items():
+        series = list(dict.fromkeys(s for _r, s, _x, _p in items))
+        for s in series:
+            colors.setdefault(s, PALETTE[len(colors) % len(PALETTE)])
+        rows = list(dict.fromkeys(r for r, _s, _x, _p in items))
+        points = {(r, s): pt for r, s, _x, pt in items}
+        # the quantity of the panel's metrics (one kind: its name; several: only "between models")
+        kinds = {re.sub(r" \((?:−1|0) to 1\)$", "", quantity({**(metrics.get(x.get("metric")) or {}),
+                                                              "name": (metrics.get(x.get("metric")) or {}).get(
+                                                                  "family") or x.get("metric")})[1])
+                 for _r, _s, x, _p in items}
+        axis = f"Δ {kinds.pop()} between models" if len(kinds) == 1 else "Δ between models"
+        panels.append(forest.Panel(title, axis, rows, series, points, "difference", "", None, True, margin))
+    return panels, colors
+
+
+def model_difference_figure(report: Mapping[str, Any], task: str) -> dict[str, Any] | None:
+    """A forest plot of the differences between models of one task (see :func:`model_difference_panels`), its
+    caption naming every equivalence verdict."""
+    panels, colors = model_difference_panels(report, task)
+    if not panels:
+        return None
+    results = [r for r in (report.get("across") or {}).get("results", []) if r.get("kind") == "model_difference"
+               and r.get("task") == task and not r.get("group")]
+    level = _level(report, results)
+    verdicts = []
+    for r in results:
+        eq = r.get("equivalence")
+        if isinstance(eq, Mapping):
+            ok = r.get("p_adjusted") is not None and r["p_adjusted"] < (eq.get("alpha") or 0.05)
+            iv = eq.get("interval") or [None, None]
+            value, ci = numbers.fmt_estimate(r.get("effect"), iv[0], iv[1], signed=True)
+            verdicts.append(f"{r.get('metric')}, {r.get('model')} − {r.get('baseline_model')}: "
+                            f"{'equivalent' if ok else 'not shown equivalent'} within ±{eq.get('margin')} "
+                            f"({value}, {round(100 * float(eq.get('interval_level') or 0.9))}% interval {ci})")
+    title = f"{task}: differences between models with {level}% bootstrap CIs"
+    caption = (f"{task}: the differences between models, paired over the same resamples (point = difference, "
+               f"whisker = {level}% CI, the zero line = no difference; a family's members as rows)"
+               + ("; equivalence: the interval against the dashed margin lines" if verdicts else "")
+               + ("; hollow = flagged (see the warnings)" if any(_flagged(r) for r in results) else "") + "."
+               + (" Equivalence: " + "; ".join(verdicts) + "." if verdicts else ""))
+    return _draw(task, "-models", panels, colors, title, caption)
 
 
 def _unit_of(label: str) -> str:

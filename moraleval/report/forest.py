@@ -55,6 +55,7 @@ class Panel:
     scale: str = ""  # panels with the same non-empty key share their limits; "" = a scale of its own
     fixed: tuple[float, float] | None = None  # limits the quantity has by definition (0–1, −1–1), if any
     zero: bool = False  # draw the zero line (differences always)
+    margin: float | None = None  # an equivalence margin D: dashed lines at -D and +D, which the interval is read against
 
 
 def _finite(x: Any) -> float | None:
@@ -89,6 +90,8 @@ def panel_limits(panels: Sequence[Panel]) -> list[tuple[float, float]]:
             continue
         if p.zero or p.style == "difference":
             vals = vals + [0.0]
+        if p.margin is not None:
+            vals = vals + [-p.margin, p.margin]
         if not vals:
             out.append((-1.0, 1.0))
             continue
@@ -122,22 +125,29 @@ def draw(panels: Sequence[Panel], colors: Mapping[str, str], *, max_per_row: int
     nrows = math.ceil(n / ncols)
     n_series = max((len(p.series) for p in panels), default=1) or 1
     n_rows = max((len(p.rows) for p in panels), default=1) or 1
+    grid: dict[str, Any] = {}
     if horiz:
         label_w = min(WRAP_HORIZONTAL, max((len(str(r)) for p in panels for r in p.rows), default=8))
-        # rows are evenly spaced: each as tall as the most wrapped label needs, and as its series need
+        # rows are evenly spaced: each as tall as the most wrapped label needs, and as its series need; a line of
+        # panels is as tall as its longest panel (three steered countries beside seventeen countries would
+        # otherwise be stretched to the height of the seventeen)
         lines = max((wrap(r, WRAP_HORIZONTAL).count("\n") + 1 for p in panels for r in p.rows), default=1)
         per_row = max(0.13 * n_series + 0.12, 0.16 * lines + 0.04)
-        height = max(1.6, 0.42 + n_rows * per_row) * nrows + 0.45
+        heights = [max(1.6, 0.42 + max(len(p.rows) for p in panels[i * ncols:(i + 1) * ncols]) * per_row)
+                   for i in range(nrows)]
+        height = sum(heights) + 0.45
+        grid = {"height_ratios": heights}
         width = min(9.6, ncols * (2.6 + 0.055 * label_w) + 0.3)
     else:
         height = 2.35 * nrows + 0.45
         width = min(9.6, max(3.0, ncols * (1.15 + 0.34 * n_series * n_rows)))
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=grid or None)
     limits = panel_limits(panels)
     for k, (p, lim) in enumerate(zip(panels, limits)):
         ax = axes[k // ncols][k % ncols]
-        _panel(ax, p, lim, colors, horiz)
+        line = panels[(k // ncols) * ncols:(k // ncols + 1) * ncols]
+        _panel(ax, p, lim, colors, horiz, slots=max(len(q.rows) for q in line))
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     series = list(dict.fromkeys(s for p in panels for s in p.series))
@@ -153,7 +163,10 @@ def draw(panels: Sequence[Panel], colors: Mapping[str, str], *, max_per_row: int
     return fig
 
 
-def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str], horiz: bool) -> None:
+def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str], horiz: bool, *,
+           slots: int = 0) -> None:
+    """One panel; ``slots``: the rows of the longest panel of its line, so that a shorter panel beside it keeps
+    the same row pitch (its rows at the top, room below) instead of being stretched."""
     rows = list(p.rows)
     n_s = max(len(p.series), 1)
     step = 0.8 / n_s
@@ -203,6 +216,9 @@ def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str
                                                linestyle=":")
     if p.zero or p.style == "difference" or lim[0] < 0 < lim[1]:
         (ax.axvline if horiz else ax.axhline)(0.0, color="black", linewidth=0.8, zorder=1)
+    if p.margin is not None:  # the equivalence margin: equivalent when the interval lies between the lines
+        for m in (-p.margin, p.margin):
+            (ax.axvline if horiz else ax.axhline)(m, color="#777777", linewidth=0.9, linestyle="--", zorder=1)
     from matplotlib.ticker import MaxNLocator
 
     # few value ticks: a narrow panel's labels (−0.0005, 0.0000, …) must not run into each other
@@ -214,7 +230,7 @@ def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str
         else:
             ax.set_yticks(range(len(rows)))
             ax.set_yticklabels([wrap(r, WRAP_HORIZONTAL) for r in reversed(rows)])
-        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_ylim(-0.6 - max(0, slots - len(rows)), len(rows) - 0.4)
         ax.set_xlabel(p.axis)
         ax.grid(axis="x", color="#dddddd", linewidth=0.5)
     else:

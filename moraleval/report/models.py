@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from moraleval.report.build import REPORT_FORMAT, jsonable
+from moraleval.report.figures import model_difference_figure
 from moraleval.report.figures_models import metric_vs_models
 from moraleval.util import numbers
 
@@ -107,8 +108,10 @@ def across_view(report: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def across_figures(report: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Every across-model figure, {file, caption, svg}: per task × metric, the metric over the models (one line
-    per condition), and the effect of each compared condition over the models."""
+    """Every across-model figure, {file, caption, svg}: per task, a forest of the differences between models (a
+    family's members as rows, equivalence tests against their margin); per task × metric that is not a family
+    member, the metric over the models (one line per condition), and the effect of each compared condition over
+    the models."""
     sel = report.get("model_set") or {}
     names = [n for n in sel.get("models", []) if (report.get("models") or {}).get(n, {}).get("complete")]
     axis, scale = sel.get("axis"), sel.get("scale")
@@ -116,8 +119,14 @@ def across_figures(report: Mapping[str, Any]) -> list[dict[str, str]]:
     xs = [about[n].get(axis) for n in names] if axis else None
     numeric = xs is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     figs = []
+    for task in (report.get("tasks") or {}):  # the differences between models as a forest, families as rows
+        f = model_difference_figure(report, task)
+        if f is not None:
+            figs.append({"file": f["file"], "caption": f["caption"], "svg": f["svg"]})
     ests = [e for e in report.get("estimates", []) if not e.get("group")]
     for m in report.get("metrics", []):
+        if m.get("family"):  # a family's members: in the forest above and the estimates' figure, not one by one
+            continue
         conds = list(dict.fromkeys(e["condition"] for e in ests if e["metric"] == m["name"] and e["task"] == m["task"]))
         if not conds:
             continue

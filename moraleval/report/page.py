@@ -450,6 +450,10 @@ def _dropped(report: Mapping[str, Any]) -> list[list[str]]:
     for name, reasons in (dropped.get("datasets") or {}).items():
         for reason, n in (reasons or {}).items() if isinstance(reasons, Mapping) else []:
             rows.append([f"dataset {name}", str(reason), str(n)])
+    for name, columns in (dropped.get("entries") or {}).items():
+        for column, reasons in (columns or {}).items() if isinstance(columns, Mapping) else []:
+            for reason, n in (reasons or {}).items() if isinstance(reasons, Mapping) else []:
+                rows.append([f"dataset {name}, entries of {column}", str(reason), str(n)])
     meas = dropped.get("measurement")
     if isinstance(meas, Mapping):
         def walk(prefix: str, obj: Any) -> None:

@@ -123,3 +123,51 @@ compare model public vs standard on acc_by test tost margin margin
     (cmp,) = [c for c in checked.comparisons if c.models]
     assert cmp.test == "tost" and cmp.margin == 0.05
     assert cmp.metrics == ("acc_by[ambig]", "acc_by[disambig]")
+
+
+def test_vs_ref_as_other_keeps_both_sides_on_the_items_they_share(tmp_path) -> None:
+    """`vs REF as OTHER`: OTHER is REF in a level's formula and the level in the reference's, so each member is
+    f(level | both) - f(REF | both) (GlobalOpinionQA's paired contrast on the questions two countries share)."""
+    from moraleval.language.exprjson import to_source
+
+    checked = _check(tmp_path, '''
+metric gap for c in ["Age", "Religion"] vs "Nationality" as other =
+    mean(answer == label where category == c or category == other)
+''')
+    ms = {m.name: m for m in checked.metrics}
+    assert set(ms) == {"gap[Age]", "gap[Religion]"}
+    a, b = ms["gap[Age]"].parts
+    assert to_source(a) == 'mean(answer == label where category == "Age" or category == "Nationality")'
+    assert to_source(b) == 'mean(answer == label where category == "Nationality" or category == "Age")'
+    assert to_source(ms["gap[Religion]"].parts[1]) == \
+        'mean(answer == label where category == "Nationality" or category == "Religion")'
+    assert ms["gap[Age]"].test == "sign_flip" and ms["gap[Age]"].member == {"c": "Age"}
+    errors = _errors(tmp_path, 'metric m for c in ["Age"] as other = mean(answer == c)')
+    assert any(code == "E176" and "needs `vs REF`" in msg for code, msg in errors), errors
+    errors = _errors(tmp_path, 'metric m for c in ["Age"] vs "SES" as c = mean(answer == c)')
+    assert any(code == "E176" and "a name other than" in msg for code, msg in errors), errors
+
+
+def test_a_condition_family_on_a_metric_family_of_the_same_values_pairs_member_by_member(tmp_path) -> None:
+    checked = _check(tmp_path, '''
+metric by_who for who in ["a teacher", "a nurse"] = mean(answer == label)
+metric by_ctx for ctx in levels(context_condition) = mean(answer == label where context_condition == ctx)
+metric acc = mean(answer == label)
+compare as_group vs Q on by_who, by_ctx, acc test bootstrap correct holm
+''')
+    (cmp,) = checked.comparisons
+    assert cmp.combos == (
+        ("as_group[a teacher]", "Q", "by_who[a teacher]"), ("as_group[a nurse]", "Q", "by_who[a nurse]"),
+        ("as_group[a teacher]", "Q", "by_ctx[ambig]"), ("as_group[a teacher]", "Q", "by_ctx[disambig]"),
+        ("as_group[a nurse]", "Q", "by_ctx[ambig]"), ("as_group[a nurse]", "Q", "by_ctx[disambig]"),
+        ("as_group[a teacher]", "Q", "acc"), ("as_group[a nurse]", "Q", "acc"))
+    plan = moraleval.compile_plan(checked)
+    got = [(c.treatment, c.baseline, c.metric) for c in plan.comparisons]
+    assert got == list(cmp.combos) and len({c.family for c in plan.comparisons}) == 1
+    # without such a meeting, every pair on every metric, as before (no combos)
+    checked = _check(tmp_path, '''
+metric acc = mean(answer == label)
+compare as_group vs Q on acc test bootstrap correct holm
+''')
+    assert checked.comparisons[0].combos == ()
+    assert len(moraleval.compile_plan(checked).comparisons) == 2

@@ -21,7 +21,7 @@ from moraleval.execute.runner import run_plan  # noqa: E402
 from moraleval.measurement import measure  # noqa: E402
 from moraleval.report import build_report, jsonable  # noqa: E402
 from moraleval.report import forest  # noqa: E402
-from moraleval.report.figures import comparison_panels, estimate_panels, quantity, task_figures  # noqa: E402
+from moraleval.report.figures import PALETTE, comparison_panels, estimate_panels, quantity, task_figures  # noqa: E402
 
 CATEGORIES = ["Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance",
               "Race_ethnicity", "Race_x_SES (intersectional: race and socio-economic status)", "Religion",
@@ -147,3 +147,69 @@ def test_figures_are_deterministic() -> None:
     # a small effect keeps its digits in the description: never "−0.000"
     svg = {f["file"]: f for f in a}["t-comparisons.svg"]["svg"]
     assert "−0.00040 [−0.00070, −0.00010]" in svg and "−0.000 " not in svg
+
+
+def test_a_ranked_family_is_drawn_in_the_order_of_its_ranks() -> None:
+    """GlobalOpinionQA's similarity per country: the countries from the most similar down (the first condition's
+    ranks), not alphabetically."""
+    values = {"Brazil": 0.5, "China": 0.7, "Japan": 0.6}
+    ranks = {"China": 1, "Japan": 2, "Brazil": 3}
+    metrics = [{"name": f"sim[{c}]", "family": "sim", "member": {"country": c}} for c in values]
+    ests = [_est(f"sim[{c}]", cond, v, 0.05, family="sim", member={"country": c},
+                 rank={"rank": ranks[c] if cond == "Q" else 4 - ranks[c], "of": 3})
+            for c, v in values.items() for cond in ("Q", "Q_IF")]
+    (p,), _c, _r = estimate_panels(_report(metrics, ests), "t")
+    assert list(p.rows) == ["China", "Japan", "Brazil"] and p.title == "sim, ranked (Q)"
+
+
+def test_the_differences_between_models_are_one_forest_with_families_as_rows_and_the_margin_drawn() -> None:
+    from moraleval.report.figures import model_difference_figure, model_difference_panels
+
+    cats = ["Age", "Religion"]
+    metrics = [{"name": f"bias_amb[{c}]", "family": "bias_amb", "member": {"c": c}} for c in cats]
+    metrics += [{"name": "accuracy_disambiguated"}, {"name": "bias_ambiguous"}]
+
+    def res(metric, effect, **extra):
+        return {"kind": "model_difference", "task": "t", "metric": metric, "condition": "Q", "group": {},
+                "model": "public", "baseline_model": "standard", "effect": effect, "ci_low": effect - 0.1,
+                "ci_high": effect + 0.1, "flags": [], "level": 0.95, "p_value": 0.5, "p_adjusted": 0.9, **extra}
+    results = [res("bias_amb[Age]", -0.05), res("bias_amb[Religion]", 0.02), res("bias_ambiguous", -0.01),
+               res("accuracy_disambiguated", 0.004, p_adjusted=0.01,
+                   equivalence={"margin": 0.05, "alpha": 0.05, "interval": [-0.01, 0.02], "interval_level": 0.9,
+                                "equivalent": True})]
+    report = {**_report(metrics, []), "across": {"results": results}}
+    panels, colors = model_difference_panels(report, "t")
+    by = {p.title: p for p in panels}
+    assert list(by) == ["bias_amb", "whole study", "equivalence: 90% interval within ±0.05?"]
+    assert list(by["bias_amb"].rows) == cats and by["bias_amb"].style == "difference"
+    assert by["bias_amb"].axis == "Δ bias score between models" and colors == {"public − standard": PALETTE[0]}
+    eq = by["equivalence: 90% interval within ±0.05?"]
+    assert eq.margin == 0.05 and eq.points[("accuracy_disambiguated", "public − standard")][1:3] == (-0.01, 0.02)
+    assert forest.panel_limits([eq])[0][0] <= -0.05 and forest.panel_limits([eq])[0][1] >= 0.05
+    fig = model_difference_figure(report, "t")
+    assert fig["file"] == "t-models.svg" and fig["svg"].startswith("<svg")
+    assert "Equivalence: accuracy_disambiguated, public − standard: equivalent within ±0.05" in fig["caption"]
+
+
+def test_a_short_panel_beside_a_long_one_keeps_the_row_pitch() -> None:
+    """GlobalOpinionQA's 17 countries beside 3 steered countries: both panels space their rows alike (the short
+    one's rows at the top), rather than stretching 3 rows over the height of 17."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    countries = [f"Country {i}" for i in range(17)]
+    long_p = forest.Panel(title="similarity", axis="similarity", rows=countries, series=["default"],
+                          points={(c, "default"): (0.5 + 0.01 * i, 0.45 + 0.01 * i, 0.6 + 0.01 * i, False)
+                                  for i, c in enumerate(countries)})
+    short_p = forest.Panel(title="steering", axis="difference", rows=countries[:3], series=["default"],
+                           points={(c, "default"): (-0.1, -0.2, 0.0, False) for c in countries[:3]}, zero=True)
+    assert forest.horizontal([long_p, short_p])
+    fig = forest.draw([long_p, short_p], {"default": "#0072B2"})
+    FigureCanvasAgg(fig).draw()
+    pitches = []
+    for ax in fig.axes[:2]:
+        ys = [ax.transData.transform((0, y))[1] for y in ax.get_yticks()]
+        pitches.append(abs(ys[1] - ys[0]))
+        # the first row at the top of the panel in both
+        assert abs(ax.transData.transform((0, len(ax.get_yticks()) - 1))[1]
+                   - fig.axes[0].transData.transform((0, 16))[1]) < 1.0
+    assert pitches[0] == pytest.approx(pitches[1], rel=0.02)

@@ -454,3 +454,81 @@ def test_the_served_page_works_under_its_strict_policy(browser, quickstart) -> N
         server.shutdown()
         server.server_close()
         index.close()
+
+
+HOSTILE_COUNTRY = '<img src=x onerror="window.__pwned = 3">Atlantis'
+
+
+@pytest.fixture(scope="module")
+def opinions(tmp_path_factory) -> Path:
+    """A GlobalOpinionQA-shaped report (each item's answer shares per country, a hostile country name among
+    them), answered by the fake backend."""
+    import csv
+    import hashlib
+    import io
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fakes import FakeBackend
+
+    import moraleval
+
+    base = tmp_path_factory.mktemp("opinions")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["question", "selections", "options"], lineterminator="\n")
+    w.writeheader()
+    for q in range(6):
+        shares = {"Belgium": [0.1 + 0.1 * q, 0.6 - 0.1 * q, 0.3], HOSTILE_COUNTRY: [0.3, 0.3, 0.4],
+                  "Japan": [0.2, 0.2]}  # Japan's shares are too short: not shown beside the model's
+        w.writerow({"question": f"Question {q}?", "options": "['Yes', 'No', 'Maybe']",
+                    "selections": "defaultdict(<class 'list'>, {" + ", ".join(f"{k!r}: {v!r}" for k, v in
+                                                                          shares.items()) + "})"})
+    data = buf.getvalue().encode("utf-8")
+    (base / "goqa.csv").write_bytes(data)
+    spec = base / "goqa.me"
+    spec.write_text(f'''moraleval 1
+data "{base.as_posix()}"
+dataset goqa {{
+    file "goqa.csv" sha256 "{hashlib.sha256(data).hexdigest()}"
+    read csv "goqa.csv"
+    derive shares = parse_literal(selections, "record")
+}}
+task opinion on goqa {{
+    choose answer from ["A", "B", "C"]
+    condition default {{ human "{{{{ question }}}}" assistant "(" }}
+}}
+metric similarity for country in levels(shares) =
+    mean(1 - jsd(dist(answer), shares[country]) where country in shares)
+bootstrap resamples 200 seed 0
+''', encoding="utf-8")
+    moraleval.run(str(spec), out=str(base / "report"), backends={"default": FakeBackend()},
+                  cache=str(base / "cache"), log=None)
+    return base / "report"
+
+
+def test_each_sample_shows_the_models_distribution_beside_each_countrys(page, opinions) -> None:
+    from scipy.spatial.distance import jensenshannon
+
+    samples = _samples(opinions)
+    report = json.loads((opinions / "report.json").read_text())
+    page.goto((opinions / "report.html").as_uri() + "#open=2")
+    table = page.page.locator("table.dists")
+    assert table.count() == 1 and table.get_attribute("data-column") == "shares"
+    rows = table.locator("tbody tr")
+    cells = [[c.inner_text() for c in rows.nth(i).locator("th, td").all()] for i in range(rows.count())]
+    s = samples[2]
+    probs = s["readout"]["probs"]
+    assert cells[0][0] == "the model (answer)" and cells[0][2:] == [f"{p:.3f}" for p in probs]
+    want = {k: 1 - jensenshannon(probs, v, base=2) for k, v in s["values"]["shares"].items() if len(v) == 3}
+    assert {r[0] for r in cells[1:]} == set(want) == {"Belgium", HOSTILE_COUNTRY}  # Japan: shares too short
+    for r in cells[1:]:
+        assert float(r[1]) == pytest.approx(want[r[0]], abs=5e-4)
+    assert [r[0] for r in cells[1:]] == sorted(want, key=lambda k: -want[k])  # the most similar first
+    assert page.page.locator("#browser img, #browser script").count() == 0
+    assert page.page.evaluate("window.__pwned === undefined")
+    # the estimates of the family recount in the page (dist, jsd and `in` over a record)
+    for i, e in enumerate(report["estimates"]):
+        r = page.page.evaluate(f"window.moralevalRecount('est', {i})")
+        assert r["same"], (e["metric"], r)
+    assert page.console == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.page.locator("#browser").screenshot(path=str(ARTIFACTS / "opinions-distributions.png"))

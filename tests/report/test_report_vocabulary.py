@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from report_support import every_function_report  # noqa: E402
 
 from moraleval.language import vocabulary  # noqa: E402
-from moraleval.language.vocabulary import (AGGREGATE, CHOICE, ELEMENTWISE, FUNCTIONS, Function,  # noqa: E402
+from moraleval.language.vocabulary import (AGGREGATE, CHOICE, ELEMENTWISE, FUNCTIONS, VECTOR, Function,  # noqa: E402
                                            browser_names, functions_of)
 from moraleval.report.per_sample import CHOICE_READERS, NotEvaluable, evaluate, sample_env  # noqa: E402
 
@@ -46,7 +46,7 @@ def _calls(e) -> set[str]:
 def test_browser_js_implements_exactly_the_functions_the_vocabulary_lists() -> None:
     js = _js_functions()
     assert js == {name: FUNCTIONS[name].kind for name in browser_names()}
-    assert set(js) and {ELEMENTWISE, CHOICE, AGGREGATE} == set(js.values())
+    assert set(js) and {ELEMENTWISE, CHOICE, VECTOR, AGGREGATE} == set(js.values())
     # no other dispatch on a function's name (the recount looks every call up in FUNCTIONS and D.functions)
     source = BROWSER_JS.read_text(encoding="utf-8")
     assert not re.search(r"(?:\.call|\bf) === \"", source)

@@ -181,8 +181,17 @@
     if ("cmp" in e) {
       var op = e.cmp, l = item(e.l, r);
       if (op === "in" || op === "not in") {
-        var els = e.r.list || (Array.isArray(e.r.lit) ? e.r.lit.map(function (v) { return { lit: v }; }) : []);
-        var hit = els.some(function (el) { return eqNone(l, item(el, r), e.l, el); });
+        var hit;
+        if (e.r.list || Array.isArray(e.r.lit)) {
+          var els = e.r.list || e.r.lit.map(function (v) { return { lit: v }; });
+          hit = els.some(function (el) { return eqNone(l, item(el, r), e.l, el); });
+        } else {  // a column: a record (its keys) or a list (its elements)
+          var box = item(e.r, r);
+          if (box === undefined || box === null) return undefined;
+          hit = Array.isArray(box) ? box.some(function (x) { return eqv(l, x); }) :
+            (typeof box === "object" ? Object.prototype.hasOwnProperty.call(box, strv(l)) :
+              (typeof box === "string" && typeof l === "string" && box.indexOf(l) >= 0));
+        }
         return op === "in" ? hit : (!hit && l !== undefined);
       }
       var rr = item(e.r, r);
@@ -226,6 +235,42 @@
       if (!isFinite(m)) m = 0;
       return m + Math.log(ks.reduce(function (s, k) { return s + Math.exp(Number(lps[k]) - m); }, 0));
     } },
+    // a choice's whole distribution (ks unused), in the order its options are written
+    dist: { kind: "choice", f: function (r) {
+      var probs = (r.readout || {}).probs;
+      return probs ? writtenOrder(probs, r.rotation) : undefined;
+    } },
+    // per-item vectors (each normalised to sum 1, as scipy does); undefined where the measure is
+    jsd: { kind: "vector", f: function (xs) {
+      var pq = pairOf(xs[0], xs[1]);
+      if (!pq) return NaN;
+      var d = 0;
+      for (var i = 0; i < pq[0].length; i++) {
+        var m = (pq[0][i] + pq[1][i]) / 2;
+        if (pq[0][i] > 0) d += pq[0][i] * Math.log(pq[0][i] / m) / 2;
+        if (pq[1][i] > 0) d += pq[1][i] * Math.log(pq[1][i] / m) / 2;
+      }
+      return Math.sqrt(Math.max(d / logBase(xs[2]), 0));
+    } },
+    kl: { kind: "vector", f: function (xs) {
+      var pq = pairOf(xs[0], xs[1]);
+      if (!pq) return NaN;
+      var d = 0;
+      for (var i = 0; i < pq[0].length; i++) {
+        if (pq[0][i] > 0 && pq[1][i] === 0) return NaN;
+        if (pq[0][i] > 0) d += pq[0][i] * Math.log(pq[0][i] / pq[1][i]);
+      }
+      return d / logBase(xs[2]);
+    } },
+    tv: { kind: "vector", f: function (xs) {
+      var pq = pairOf(xs[0], xs[1]);
+      return pq ? pq[0].reduce(function (a, x, i) { return a + Math.abs(x - pq[1][i]); }, 0) / 2 : NaN;
+    } },
+    entropy: { kind: "vector", f: function (xs) {
+      var p = Array.isArray(xs[0]) ? normalised(xs[0]) : null;
+      return p ? -p.reduce(function (a, x) { return a + (x > 0 ? x * Math.log(x) : 0); }, 0) / logBase(xs[1]) : NaN;
+    } },
+    len: { kind: "vector", f: function (xs) { return Array.isArray(xs[0]) ? xs[0].length : NaN; } },
     count: { kind: "aggregate", f: function (args, sel) {
       return sel.filter(function (r) { return !args.length || truth(item(args[0], r)); }).length;
     } },
@@ -256,6 +301,14 @@
       return quantile(values(args[0], sel), Number(args[1] && "lit" in args[1] ? args[1].lit : NaN));
     } }
   };
+  // two vectors of one length, each a distribution once normalised, or null (as the measure stage's rules)
+  function pairOf(p, q) {
+    if (!Array.isArray(p) || !Array.isArray(q) || p.length !== q.length || !p.length) return null;
+    if (!p.every(isNum) || !q.every(isNum)) return null;
+    var a = normalised(p), b = normalised(q);
+    return a && b ? [a, b] : null;
+  }
+  function logBase(b) { return Math.log(b === undefined || b === null ? 2 : Number(b)); }
   // the defined numbers of an argument over the selected items
   function values(arg, sel) {
     var xs = [];
@@ -304,6 +357,12 @@
   }
   function itemCall(e, r) {
     var args = e.args || [], fn = lookup(e.call, args.length);
+    if (fn.kind === "choice" && args.length === 1) return fn.f(r, null);  // a whole distribution
+    if (fn.kind === "vector") {
+      var vs = args.map(function (a) { return item(a, r); });
+      if (vs.some(function (x) { return x === undefined || x === null; })) return undefined;
+      return fin(fn.f(vs));
+    }
     if (fn.kind === "choice") {
       var v = item(args[1], r);
       if (v === undefined) return undefined;
@@ -551,10 +610,77 @@
     });
     t.appendChild(tb);
     td.appendChild(t);
+    distributionTables(r).forEach(function (x) { td.appendChild(x); });
     td.appendChild(el("div", { text: "answer read out (" + r.choice + "): " + r._answer + " — " + (ro.status || "") + (ro.source ? " (" + ro.source + ")" : "") }));
     td.appendChild(el("div", { cls: "muted", text: "metric inputs (the item's columns):" }));
     td.appendChild(el("pre", { cls: "values", text: JSON.stringify(r.values, null, 1) }));
     return el("tr", { cls: "detail-row" }, [td]);
+  }
+  // The model's distribution over the options beside every distribution the item carries: an entry of a record
+  // column that is a list of numbers as long as the options (GlobalOpinionQA: each country's answer shares), with
+  // 1 − the Jensen–Shannon distance (base 2) between the two, most similar first.  Texts go in as textContent.
+  function writtenOrder(probs, rotation) {  // a rotated presentation put back in the order the options are written
+    var k = probs.length, out = new Array(k), rot = +(rotation || 0);
+    for (var i = 0; i < k; i++) out[(i + rot) % k] = Number(probs[i]);
+    return out;
+  }
+  function isNum(x) { return typeof x === "number" && isFinite(x); }
+  function normalised(v) {
+    var t = v.reduce(function (a, b) { return a + b; }, 0);
+    return t > 0 && v.every(function (x) { return x >= 0; }) ? v.map(function (x) { return x / t; }) : null;
+  }
+  function jsDistance(p, q) {  // as scipy.spatial.distance.jensenshannon(p, q, base=2)
+    p = normalised(p); q = normalised(q);
+    if (!p || !q) return NaN;
+    var d = 0;
+    for (var i = 0; i < p.length; i++) {
+      var m = (p[i] + q[i]) / 2;
+      if (p[i] > 0) d += 0.5 * p[i] * Math.log2(p[i] / m);
+      if (q[i] > 0) d += 0.5 * q[i] * Math.log2(q[i] / m);
+    }
+    return Math.sqrt(Math.max(d, 0));
+  }
+  function barCell(x) {
+    var cell = el("td", { cls: "num dist-cell" });
+    var bar = el("span", { cls: "bar" });
+    bar.style.width = (isNum(x) ? Math.max(0, Math.min(1, x)) * 100 : 0).toFixed(1) + "%";
+    cell.appendChild(bar);
+    cell.appendChild(el("span", { text: isNum(x) ? x.toFixed(3) : "–" }));
+    return cell;
+  }
+  function distributionTables(r) {
+    var ro = r.readout || {}, k = (r.choices || []).length, out = [];
+    if (!ro.probs || ro.probs.length !== k || k < 2) return out;
+    var model = writtenOrder(ro.probs, r.rotation);
+    Object.keys(r.values || {}).sort().forEach(function (column) {
+      var rec = r.values[column];
+      if (!rec || typeof rec !== "object" || Array.isArray(rec)) return;
+      var entries = Object.keys(rec).filter(function (key) {
+        var v = rec[key];
+        return Array.isArray(v) && v.length === k && v.every(isNum);
+      }).map(function (key) {
+        var sim = 1 - jsDistance(model, rec[key]);
+        return { key: key, shares: normalised(rec[key]) || rec[key], sim: sim };
+      });
+      if (!entries.length) return;
+      entries.sort(function (a, b) { return (isNaN(b.sim) ? -1 : b.sim) - (isNaN(a.sim) ? -1 : a.sim) || (a.key < b.key ? -1 : 1); });
+      var head = ["", "1 − JSD"].concat((r.choices || []).map(function (c) { return String(c).trim(); }));
+      var t = el("table", { cls: "dists", "data-column": column }, [el("thead", {}, [el("tr", {}, head.map(function (h) { return el("th", { scope: "col", text: h }); }))])]);
+      var tb = el("tbody");
+      var mine = el("tr", { cls: "model-dist" }, [el("th", { scope: "row", text: "the model (" + r.choice + ")" }), el("td", { cls: "num", text: "" })]);
+      model.forEach(function (x) { mine.appendChild(barCell(x)); });
+      tb.appendChild(mine);
+      entries.forEach(function (e) {
+        var tr = el("tr", {}, [el("th", { scope: "row", text: e.key }), el("td", { cls: "num", text: isNaN(e.sim) ? "–" : e.sim.toFixed(3) })]);
+        e.shares.forEach(function (x) { tr.appendChild(barCell(x)); });
+        tb.appendChild(tr);
+      });
+      t.appendChild(tb);
+      out.push(el("div", { cls: "muted", text: "the model's distribution over the options (in the order written) beside " +
+        column + " (each normalised to sum 1; 1 − JSD: one minus the Jensen–Shannon distance, base 2; most similar first):" }));
+      out.push(t);
+    });
+    return out;
   }
   document.addEventListener("click", function (ev) {
     var a = ev.target.closest && ev.target.closest("a.est-link, a.cmp-link");

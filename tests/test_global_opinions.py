@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from typing import Any
+
 import pytest
 from scipy.spatial.distance import jensenshannon
 
@@ -266,19 +268,18 @@ def test_a_broken_csv_is_named_by_file_and_line(tmp_path) -> None:
 
 REVISION = "cb2880488749218abb81802a94c2c62ebfde2f35"
 UPSTREAM_PATH = f"/datasets/Anthropic/llm_global_opinions/resolve/{REVISION}/data/global_opinions.csv"
-PIN = '    file "goqa/global_opinions.csv" sha256 "{sha}" upstream "data/global_opinions.csv"\n'
+UNPINNED = 'file "goqa/global_opinions.csv" unpinned upstream "data/global_opinions.csv"'
+PIN = 'file "goqa/global_opinions.csv" sha256 "{sha}" upstream "data/global_opinions.csv"'
 
 
-def _served_spec(tmp_path: Path, server_base: str, sha: str | None) -> Path:
-    """The shipped spec with its origin's host pointed at a local server and, with ``sha``, the real file's line
-    pinned as the spec's comment says (its text, uncommented)."""
+def _served_spec(tmp_path: Path, monkeypatch: Any, server_base: str, sha: str | None) -> Path:
+    """The shipped spec, its Hugging Face origin served by a local server and, with ``sha``, the real file's
+    `unpinned` line replaced by the line the first fetch prints."""
     text = SPEC.read_text(encoding="utf-8")
-    origin = f'origin url "https://huggingface.co/datasets/Anthropic/llm_global_opinions/resolve/{REVISION}"'
-    assert origin in text and PIN.format(sha="<its sha256>").replace("    file", "    #   file") in text
-    text = text.replace(origin, origin.replace("https://huggingface.co", server_base))
+    assert f'origin huggingface "Anthropic/llm_global_opinions" commit "{REVISION}"' in text and UNPINNED in text
+    monkeypatch.setenv("MORALEVAL_HF_BASE", server_base)
     if sha is not None:
-        anchor = '    file "goqa/sample.csv" sha256'
-        text = text.replace(anchor, PIN.format(sha=sha) + anchor)
+        text = text.replace(UNPINNED, PIN.format(sha=sha))
     spec = tmp_path / "global_opinions.me"
     spec.write_text(text, encoding="utf-8")
     return spec
@@ -294,17 +295,17 @@ def _fixture_csv() -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def test_data_fetch_gets_the_pinned_revision_and_the_spec_reads_it(httpserver, tmp_path, capsys) -> None:
+def test_data_fetch_gets_the_pinned_revision_and_the_spec_reads_it(httpserver, monkeypatch, tmp_path,
+                                                                    capsys) -> None:
     from moraleval.cli import main
 
     data = _fixture_csv()
     httpserver.expect_request(UPSTREAM_PATH).respond_with_data(data)
-    spec = _served_spec(tmp_path, httpserver.url_for("/").rstrip("/"), hashlib.sha256(data).hexdigest())
+    spec = _served_spec(tmp_path, monkeypatch, httpserver.url_for("/").rstrip("/"), hashlib.sha256(data).hexdigest())
     dest = tmp_path / "data"
     code = main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(dest)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "skipping goqa/sample.csv" in out  # the shipped sample is local, never fetched
     assert (dest / "goqa" / "global_opinions.csv").read_bytes() == data
     assert [r.path for r, _ in httpserver.log] == [UPSTREAM_PATH]  # the revision's file, nothing else
     # the fetched root is the spec's data for the full version
@@ -318,37 +319,41 @@ def test_data_fetch_gets_the_pinned_revision_and_the_spec_reads_it(httpserver, t
     assert len(httpserver.log) == 1
 
 
-def test_data_fetch_refuses_a_file_that_is_not_the_pinned_one(httpserver, tmp_path, capsys) -> None:
+def test_data_fetch_refuses_a_file_that_is_not_the_pinned_one(httpserver, monkeypatch, tmp_path, capsys) -> None:
     from moraleval.cli import main
 
     httpserver.expect_request(UPSTREAM_PATH).respond_with_data(_fixture_csv() + b'"Q3?","{}","[]",GAS\n')
-    spec = _served_spec(tmp_path, httpserver.url_for("/").rstrip("/"), hashlib.sha256(_fixture_csv()).hexdigest())
+    spec = _served_spec(tmp_path, monkeypatch, httpserver.url_for("/").rstrip("/"),
+                        hashlib.sha256(_fixture_csv()).hexdigest())
     code = main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(tmp_path / "data")])
     err = capsys.readouterr().err
     assert code == 2 and "sha256" in err and "goqa/global_opinions.csv" in err and "Traceback" not in err
     assert not (tmp_path / "data" / "goqa" / "global_opinions.csv").exists()
 
 
-def test_the_unpinned_real_file_is_never_read(httpserver, tmp_path, capsys) -> None:
-    """As shipped the real file is not declared (its sha256 could not be established): a fetch gets nothing, and
-    a run asked for it fails on the undeclared file instead of reading it unverified."""
+def test_the_unpinned_real_file_is_fetched_but_never_read_unpinned(httpserver, monkeypatch, tmp_path,
+                                                                   capsys) -> None:
+    """As shipped the real file is `unpinned` (its sha256 could not be established here): the first fetch
+    downloads it and prints the exact line to pin; a run asked for it stops with that line instead of reading it
+    unverified; pasted in, the spec reads it."""
     from moraleval.cli import main
 
-    spec = _served_spec(tmp_path, httpserver.url_for("/").rstrip("/"), None)
-    assert main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(tmp_path / "data")]) == 1
-    captured = capsys.readouterr()
-    assert "nothing to fetch for dataset 'goqa'" in captured.err and "Traceback" not in captured.err
-    assert httpserver.log == []
-    root = tmp_path / "data" / "goqa"
-    root.mkdir(parents=True)
-    (root / "global_opinions.csv").write_bytes(_fixture_csv())
+    data = _fixture_csv()
+    httpserver.expect_request(UPSTREAM_PATH).respond_with_data(data)
+    spec = _served_spec(tmp_path, monkeypatch, httpserver.url_for("/").rstrip("/"), None)
+    dest = tmp_path / "data"
+    assert main(["data", "fetch", "goqa", "--spec", str(spec), "--dest", str(dest)]) == 0
+    out = capsys.readouterr().out
+    pin = PIN.format(sha=hashlib.sha256(data).hexdigest())
+    assert "NOT verified" in out and pin in out, out
+    assert (dest / "goqa" / "global_opinions.csv").read_bytes() == data
     with pytest.raises(SpecCheckError) as exc:
-        moraleval.check(str(spec), data_root=str(tmp_path / "data"), overrides={"goqa_files": "global_opinions"})
-    # the first check of a downloaded copy prints the exact line to pin (the spec's comment says so)
+        moraleval.check(str(spec), data_root=str(dest), overrides={"goqa_files": "global_opinions"})
     first = next(d for d in exc.value.diagnostics if d.severity == "error")
-    assert first.code == "E134" and "goqa/global_opinions.csv" in first.message
-    sha = hashlib.sha256(_fixture_csv()).hexdigest()
-    assert f'file "goqa/global_opinions.csv" sha256 "{sha}"' in (first.hint or "")
+    assert first.code == "E130" and pin in (first.message + " " + (first.hint or ""))
+    spec.write_text(spec.read_text(encoding="utf-8").replace(UNPINNED, pin), encoding="utf-8")
+    checked = moraleval.check(str(spec), data_root=str(dest), overrides={"goqa_files": "global_opinions"})
+    assert checked.datasets["goqa"].rows_read == 3
 
 
 # ------------------------------------------------------------------------------- end to end, recomputed

@@ -205,8 +205,16 @@ def estimate_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest.P
             title = f"{key}, ranked ({ranked_in})"
         points = {(r, e.get("condition")): (_num(e.get("value")), _num(e.get("ci_low")), _num(e.get("ci_high")),
                                             _flagged(e)) for r, e in keyed}
-        panels.append(forest.Panel(title, axis, rows, [c for c in conds if any(k[1] == c for k in points)],
-                                   points, style, scale, fixed, zero))
+        # a regression's intercept (a baseline level, not tested) gets a panel of its own: on the coefficients'
+        # axis it would set the scale and flatten the effects (discrim-eval: 1.3 beside terms of a few hundredths)
+        apart = ([r for r in rows if r.rsplit(" · ", 1)[-1].lower().strip("()") == "intercept"]
+                 if tested and len(rows) > 1 else [])
+        for part_title, part_rows in ((title, [r for r in rows if r not in apart]), (f"{key}: intercept", apart)):
+            if not part_rows:
+                continue
+            part = {k: v for k, v in points.items() if k[0] in part_rows}
+            panels.append(forest.Panel(part_title, axis, part_rows, [c for c in conds if any(k[1] == c for k in part)],
+                                       part, style, scale, fixed, zero))
     return panels, conds, rows_are
 
 
@@ -259,19 +267,25 @@ def comparison_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest
     cmps = [c for c in report.get("comparisons", []) if c.get("task") == task and _num(c.get("effect")) is not None]
     conds = list((report["tasks"][task] or {}).get("conditions", []))
     models = list(dict.fromkeys(c.get("model") for c in cmps if c.get("model")))
-    by_metric: dict[str, list[Mapping[str, Any]]] = {}
+    # a family's members (`m[nlp_survey]`, `m[philpapers2020]`, compared member by member) are rows of one panel
+    by_metric: dict[str, list[tuple[str | None, Mapping[str, Any]]]] = {}
     for c in cmps:
-        by_metric.setdefault(c.get("metric"), []).append(c)
+        name = str(c.get("metric"))
+        member = re.fullmatch(r"(.+)\[(.+)\]", name)
+        key, label = (member.group(1), member.group(2)) if member else (name, None)
+        by_metric.setdefault(key, []).append((label, c))
     metrics = {m.get("name"): m for m in report.get("metrics", []) if m.get("task") == task}
     colors = _colors(conds)
     panels = []
     for name, cs in by_metric.items():
-        _family, axis = quantity(metrics.get(name) or {"name": name})
+        _family, axis = quantity(metrics.get(cs[0][1].get("metric")) or {"name": name})
         keyed = []
-        for c in cs:
+        for label, c in cs:
             row = _member(c)
+            if label is not None:
+                row = label if row == "all items" else f"{row} · {label}"
             if len(models) > 1:
-                row = f"{c.get('model')}" + (f" · {row}" if c.get("group") else "")
+                row = f"{c.get('model')}" + (f" · {row}" if c.get("group") or label is not None else "")
             keyed.append((row, f"{c.get('treatment')} − {c.get('baseline')}", c))
         series = list(dict.fromkeys(s for _r, s, _c in keyed))
         for _r, s, c in keyed:
@@ -280,7 +294,8 @@ def comparison_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest
         points = {(r, s): (_num(c.get("effect")), _num(c.get("ci_low")), _num(c.get("ci_high")), _flagged(c))
                   for r, s, c in keyed}
         # a difference of a score from −1 to 1 runs from −2 to 2: the difference's axis names no range
-        axis_label = "Δ " + re.sub(r" \((?:−1|0) to 1\)$", "", axis if not axis.startswith(str(name)) else str(name))
+        axis_label = "Δ " + re.sub(r" \((?:−1|0) to 1\)$", "", axis if not axis.startswith(str(cs[0][1].get("metric")))
+                                   else str(name))
         panels.append(forest.Panel(name, axis_label, rows, series, points, "difference", "", None, True))
     return panels, colors
 
@@ -440,7 +455,10 @@ def _scatter_figures(report: Mapping[str, Any], samples: Sequence[Mapping[str, A
                     r = next((e.get("value") for e in report.get("estimates", []) if e.get("task") == task and
                               e.get("metric") == m["name"] and e.get("condition") == cond and not e.get("group")),
                              None)
-                    a.set_title(f"{cond}" + (f" (r = {r:+.2f})" if _num(r) is not None else ""))
+                    # the metric's own value, named: with one point per unit drawn, it is still the r over the
+                    # items (a Winogenerated sentence-level r of 0.53 once read as the occupations' 0.85)
+                    a.set_title(f"{cond}" + (f"\n{m['name']} = {r:+.2f}" if _num(r) is not None else ""),
+                                fontsize=7.5)
                     a.set_xlabel(xl)
                     a.grid(color="#eeeeee", linewidth=0.5)
                     a.set_axisbelow(True)
@@ -449,6 +467,8 @@ def _scatter_figures(report: Mapping[str, Any], samples: Sequence[Mapping[str, A
                 title = f"{task}: {m['name']} = {m.get('formula', '')}"
                 svg = _svg(fig, title + f" ({note})", "; ".join(desc), f"fig-{_slug(task)}-{_slug(m['name'])}")
             out.append({"task": task, "file": f"{_slug(task)}-{_slug(m['name'])}-scatter.svg", "title": title,
-                        "caption": f"{yl} against {xl} per condition ({note}), least-squares line; shared axes.",
+                        "caption": f"{yl} against {xl} per condition ({note}), least-squares line; shared axes."
+                                   + (f" The value in each title is {m['name']} as computed over the items, not the "
+                                      f"correlation of the {unit} means drawn." if per_unit else ""),
                         "svg": svg})
     return out

@@ -213,3 +213,27 @@ def test_a_short_panel_beside_a_long_one_keeps_the_row_pitch() -> None:
         assert abs(ax.transData.transform((0, len(ax.get_yticks()) - 1))[1]
                    - fig.axes[0].transData.transform((0, 16))[1]) < 1.0
     assert pitches[0] == pytest.approx(pitches[1], rel=0.02)
+
+
+def test_a_regressions_intercept_is_a_panel_of_its_own() -> None:
+    """discrim-eval's mixed model: an intercept of 1.3 on the axis of terms of a few hundredths flattened them all
+    to zero; the intercept (a baseline, not tested) is drawn beside them on its own scale."""
+    terms = {"Intercept": 1.3, "race=Black": 0.05, "gender=female": -0.02}
+    metrics = [{"name": f"d[{t}]", "family": "d", "member": {"term": t}, "test": "wald"} for t in terms]
+    ests = [_est(f"d[{t}]", c, v, 0.02, family="d", member={"term": t}, p_value=None if t == "Intercept" else 0.03)
+            for t, v in terms.items() for c in ("Q", "Q_IF")]
+    panels, _c, _r = estimate_panels(_report(metrics, ests), "t")
+    assert [(p.title, list(p.rows)) for p in panels] == [("d", ["race=Black", "gender=female"]),
+                                                         ("d: intercept", ["Intercept"])]
+    lo, hi = forest.panel_limits(panels)[0]
+    assert hi < 0.5  # the terms' own scale
+
+
+def test_a_family_compared_member_by_member_is_one_panel_with_the_members_as_rows() -> None:
+    """The model-written evaluations' `m[nlp_survey]`, `m[philpapers2020]`, ... compared between two conditions:
+    one panel with a row per member (they were three narrow panels with overlapping titles and no row label)."""
+    members = ["nlp_survey", "philpapers2020", "political_typology_quiz"]
+    report = _report([{"name": f"m[{x}]"} for x in members] + [{"name": "m_all"}], [],
+                     [_cmp(f"m[{x}]", -0.1 * i, 0.2) for i, x in enumerate(members)] + [_cmp("m_all", -0.1, 0.1)])
+    panels, _colors = comparison_panels(report, "t")
+    assert [(p.title, list(p.rows)) for p in panels] == [("m", members), ("m_all", ["all items"])]

@@ -8,6 +8,9 @@ A backend whose ``reuses_generated_prefix`` is true (the ONNX backend keeps rece
 server's prefix cache does the same for the OpenAI-compatible backend) gets the requests with generate steps in
 groups of ``reuse_group_size()`` where it has one, else of ``call_size("generate")``: each group's generation, then
 at once its scoring — so the follow-up turn extends a cache still held — then the requests without generate steps.
+A backend with ``generate_and_score`` (the ONNX backend) does better for a single chain of thought: it gets the
+group's generations in large calls and scores each one's follow-up turn as soon as that generation finishes, so its
+decoding batch stays full (``_stream``); the results, stored the moment they are handed over, are the same bits.
 
 Caching.  Every result is normalised, then stored in the :class:`~moraleval.execute.cache.ResponseCache` the moment the
 backend hands it over (``on_result``), one committed transaction each.  A run stopped by Ctrl-C, SIGKILL or a
@@ -187,18 +190,23 @@ class _Run:
         self.blocked: set[str] = set()  # dry run: keys whose generated text is not known
         self.scores: dict[str, ScoreResult] = {}
         self.stored_now = 0
+        self.fresh: set[str] = set()  # hashes computed in this run before their stage (``_stream``)
         # a cache failure inside a backend's on_result callback, kept here: a backend may wrap what its callback
         # raised, and the user must hear about the cache (its fix), not "the backend failed"
         self.cache_failure: CacheError | None = None
 
     def run(self) -> RunOutcomes:
         groups = [self.requests]
+        self.depth = max((len(r.generate_steps) for r in self.requests), default=0)
         size = self._interleave_size()
-        if size:  # each call's CoT turns are scored right after it, while the backend still holds their KV caches
+        if self._streams():  # each CoT follow-up is scored by the backend as soon as its generation finishes
+            cot = [r for r in self.requests if r.generate_steps]
+            rest = [r for r in self.requests if not r.generate_steps]
+            groups = [g for g in (cot, rest) if g]
+        elif size:  # each call's CoT turns are scored right after it, while the backend still holds their KV caches
             cot = [r for r in self.requests if r.generate_steps]
             rest = [r for r in self.requests if not r.generate_steps]
             groups = [cot[i:i + size] for i in range(0, len(cot), size)] + ([rest] if rest else [])
-        self.depth = max((len(r.generate_steps) for r in self.requests), default=0)
         got: dict[str, Result] = {}
         for group in groups:
             got.update(self._run_group(group))
@@ -217,6 +225,90 @@ class _Run:
         hint = getattr(self.backend, "call_size", None)
         return max(self.batch_size, int(hint("generate")) if callable(hint) else 0)
 
+    def _streams(self) -> bool:
+        """Whether the backend generates and scores each chain of thought's follow-up turn in one pass
+        (``generate_and_score``: the ONNX backend, whose decoding batch then stays full): single-step CoT only."""
+        return (not self.dry_run and self.depth == 1 and callable(getattr(self.backend, "generate_and_score", None))
+                and bool(getattr(self.backend, "reuses_generated_prefix", False)))
+
+    def _stream(self, requests: list[PlanRequest]) -> None:
+        """Generate the group's missing chains of thought with ``generate_and_score``: each generation, and the
+        follow-up turn of the first plan request that shares it, stored in the cache the moment the backend hands
+        it over.  The stages below then find them there (counted as computed, not cached); anything the pass did
+        not answer (another request's follow-up on a shared generation) is computed there as usual."""
+        todo = [r for r in requests if len(r.generate_steps) == 1]
+        if not todo:
+            return
+        names = sorted({r.generate_steps[0][1].name for r in todo})
+        gen_stage, score_stage = self._stage(f"generate:{'/'.join(names)}", "generate"), self._stage("score", "score")
+        unique: dict[str, tuple[GenerateRequest, PlanRequest]] = {}
+        for r in todo:
+            req = r.generate_request(0, {})
+            unique.setdefault(request_hash(req), (req, r))
+        cached = self.cache.get_many(self.model, {h: q for h, (q, _r) in unique.items()}, repair=True)
+        missing = [h for h in unique if h not in cached]
+        if not missing:
+            return
+        task = self.progress.stage(f"{gen_stage.name} and its follow-up turns", len(missing))
+        hint = getattr(self.backend, "call_size", None)
+        step = max(self.batch_size, 4 * int(hint("generate")) if callable(hint) else 0)
+        for start in range(0, len(missing), step):
+            if interrupt_requested():
+                raise KeyboardInterrupt
+            self._stream_call(missing[start:start + step], unique, gen_stage, score_stage, task)
+
+    def _stream_call(self, hashes: list[str], unique: dict[str, tuple[GenerateRequest, PlanRequest]],
+                     gen_stage: StageStats, score_stage: StageStats, task: Any) -> None:
+        requests = [unique[h][0] for h in hashes]
+        follow: dict[int, tuple[str, ScoreRequest]] = {}
+        generated: set[int] = set()
+
+        def store(stage: StageStats, h: str, value: Result, work: int) -> None:
+            if interrupt_requested():  # Ctrl-C whose KeyboardInterrupt was lost on the way (util.signals)
+                raise KeyboardInterrupt
+            try:
+                self.cache.put(self.model, h, value)
+            except CacheError as exc:
+                self.cache_failure = exc
+                raise
+            self.fresh.add(h)
+            stage.computed += 1
+            stage.work += work
+            self.stored_now += 1
+
+        def on_generated(i: int, result: GenerateResult) -> None:
+            if i in generated or not 0 <= i < len(requests):
+                return
+            value = normalise_result(result, requests[i])
+            store(gen_stage, hashes[i], value, value.n_tokens)  # type: ignore[union-attr]
+            generated.add(i)
+            self.progress.advance(task)
+
+        def follow_up(i: int, result: GenerateResult) -> ScoreRequest | None:
+            plan_request = unique[hashes[i]][1]
+            text = normalise_result(result, requests[i]).text  # type: ignore[union-attr]
+            req = plan_request.score_request({plan_request.generate_steps[0][1].name: text})
+            h = request_hash(req)
+            if h in self.fresh or self.cache.get_many(self.model, {h: req}, repair=True):
+                return None
+            follow[i] = (h, req)
+            return req
+
+        def on_scored(i: int, result: ScoreResult) -> None:
+            h, req = follow[i]
+            if h not in self.fresh:
+                store(score_stage, h, normalise_result(result, req), prompt_chars(req))
+
+        t0 = time.perf_counter()
+        try:
+            self.backend.generate_and_score(requests, follow_up, on_generated=on_generated, on_scored=on_scored)
+        finally:
+            elapsed = time.perf_counter() - t0
+            self.stats.backend_seconds += elapsed
+            gen_stage.seconds += elapsed
+        if len(generated) != len(requests):
+            raise BackendError(f"backend answered {len(generated)} of {len(requests)} requests in a batch")
+
     def _stage(self, name: str, kind: str) -> StageStats:
         for stage in self.stats.stages:
             if stage.name == name:
@@ -227,6 +319,8 @@ class _Run:
 
     def _run_group(self, requests: list[PlanRequest]) -> dict[str, Result]:
         depth = self.depth
+        if self._streams():
+            self._stream(requests)
         for s in range(depth):
             todo = [r for r in requests if len(r.generate_steps) > s]
             if not todo:
@@ -261,7 +355,7 @@ class _Run:
         stage.unique += len(unique)
         results: dict[str, Result] = dict(self.cache.get_many(self.model, unique, repair=not self.dry_run))
         self.stats.corrupted = list(self.cache.problems)
-        stage.cached += len(results)
+        stage.cached += sum(1 for h in results if h not in self.fresh)  # computed by this run's streamed pass
         missing = [h for h in unique if h not in results]
         if not self.dry_run and missing:
             task = self.progress.stage(f"{stage.name} ({stage.cached} cached)", len(missing))

@@ -53,3 +53,68 @@ def test_without_kv_reuse_it_generates_then_scores(tiny_dir):
     assert got_gen == be.generate(gens)
     assert got_score == [None if follow_up(i, g) is None else be.score([follow_up(i, g)])[0]
                          for i, g in enumerate(got_gen)]
+
+
+def test_the_runner_streams_chain_of_thought_follow_ups_with_the_same_results(tiny_dir, tmp_path):
+    """A run's chain-of-thought requests go through generate_and_score (each follow-up scored as its generation
+    finishes): the same outcomes, bit for bit, as the generate-then-score path, every result stored in the cache
+    and counted as computed, and a second run answers everything from the cache."""
+    from moraleval.execute.runner import run_plan
+
+    class GenerateThenScore(OnnxBackend):
+        generate_and_score = None  # the runner's other path
+
+    plan = _short_cot_plan(12)
+    limit = None
+    streamed_backend = OnnxBackend(model=str(tiny_dir), generate_batch_size=4, batch_size=2)
+    calls = []
+    real = streamed_backend.generate_and_score
+    streamed_backend.generate_and_score = lambda *a, **k: calls.append(len(a[0])) or real(*a, **k)
+    streamed = run_plan(plan, streamed_backend, cache=tmp_path / "a", limit=limit, progress=False)
+    plain = run_plan(plan, GenerateThenScore(model=str(tiny_dir), generate_batch_size=4, batch_size=2),
+                     cache=tmp_path / "b", limit=limit, progress=False)
+    assert calls and sum(calls) == sum(s.computed for s in streamed.stats.stages if s.kind == "generate")
+    assert dict(streamed.items()) == dict(plain.items())
+    assert any(o.generated for o in streamed.values())
+    for mine, theirs in zip(streamed.stats.stages, plain.stats.stages):
+        assert (mine.name, mine.requests, mine.unique, mine.computed, mine.cached) == \
+               (theirs.name, theirs.requests, theirs.unique, theirs.computed, theirs.cached)
+    again = run_plan(plan, streamed_backend, cache=tmp_path / "a", limit=limit, progress=False)
+    assert dict(again.items()) == dict(streamed.items())
+    assert sum(s.computed for s in again.stats.stages) == 0
+
+
+def _short_cot_plan(n_rows: int):
+    """Plan data (the tiny model's context is 64 tokens): conditions Q, CoT and CoT2, which share CoT's generation
+    and differ after it (so one generation has two follow-ups)."""
+    import sys
+    from pathlib import Path
+
+    from moraleval.plan.types import GenerateStep, PlanItem, PlanRequest, PlanTurn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fakes import make_plan
+
+    base = make_plan(n_rows)
+    requests: dict[str, PlanRequest] = {}
+    items = []
+    for row in range(n_rows):
+        think = GenerateStep("reasoning", max_tokens=1 + row % 3, temperature=0.0, seed=1)
+        conds = {"Q": [PlanTurn("user", f"R{row}"), PlanTurn("assistant", "A")],
+                 "CoT": [PlanTurn("user", f"R{row}"), PlanTurn("assistant", "T", generate=think),
+                         PlanTurn("user", "S"), PlanTurn("assistant", "A")],
+                 "CoT2": [PlanTurn("user", f"R{row}"), PlanTurn("assistant", "T", generate=think),
+                          PlanTurn("user", "W"), PlanTurn("assistant", "A")]}
+        for cond, turns in conds.items():
+            req = PlanRequest("text", turns, (" a", " b", " c"))
+            requests.setdefault(req.key, req)
+            items.append(PlanItem("answer", cond, row, 0, f"q{row}", req.key, "pred", (0, 1, 2), {"q": row}))
+    return base.__class__(**{**_fields(base), "requests": tuple(requests.values()), "items": tuple(items),
+                             "tasks": {"answer": {"dataset": "toy", "format": "text",
+                                                  "conditions": ["Q", "CoT", "CoT2"]}}})
+
+
+def _fields(obj):
+    import attrs
+
+    return {a.name: getattr(obj, a.name) for a in attrs.fields(type(obj))}

@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PAPER_BBQ_ROWS = 58_492
-CONFIGS = ("padded-b1", "ragged-b1", "ragged-default", "ragged-stream", "kv16-stream")
+CONFIGS = ("padded-b1", "ragged-b1", "ragged-default", "ragged-stream", "kv16-stream", "runner-groups",
+           "runner-stream")
+RUNNERS = ("runner-groups", "runner-stream")  # the whole run_plan path: groups of call_size vs generate_and_score
 STREAMS = ("ragged-stream", "kv16-stream")  # generate_and_score: each follow-up scored as its generation finishes
 FULL_ITEMS = 64  # the plan is always built for 64 items and cut to n (per_cell changes which rows are sampled)
 
 
-def _requests(workload: str, n: int):
+def _requests(workload: str, n: int, *, plan_too: bool = False):
     from moraleval.checker.passes import check
     from moraleval.plan.compile import compile_plan
 
@@ -49,14 +51,22 @@ def _requests(workload: str, n: int):
         if data is not None:
             os.environ["MORALEVAL_DATA"] = data
     else:
+        per_cell = max(1, max(FULL_ITEMS, n if plan_too else 0) // 2)
         plan = compile_plan(check(ROOT / "specs" / "bbq.me", mode="plan",
-                                  overrides={"categories": "Religion", "per_cell": str(max(1, FULL_ITEMS // 2))}))
+                                  overrides={"categories": "Religion", "per_cell": str(per_cell)}))
     keys = []
     for item in plan.items:
         if item.condition == "Q_IF_CoT" and item.request not in keys:
             keys.append(item.request)
     by_key = {r.key: r for r in plan.requests}
-    return [by_key[k] for k in keys[:n]]
+    reqs = [by_key[k] for k in keys[:n]]
+    if plan_too:  # the plan cut to these requests' CoT items, for run_plan
+        import attrs
+
+        want = {r.key for r in reqs}
+        return reqs, attrs.evolve(plan, requests=tuple(reqs), items=tuple(
+            i for i in plan.items if i.request in want and i.condition == "Q_IF_CoT"))
+    return reqs
 
 
 def decode_flops_per_token(cfg: dict, ctx: float) -> float:
@@ -72,6 +82,8 @@ def measure(config: str, workload: str, n: int) -> dict:
     from backends.onnx import _backend
     from moraleval.backend import ScoreRequest
 
+    if config in RUNNERS:
+        return _measure_runner(config, workload, n)
     reqs = _requests(workload, n)
     if config == "padded-b1":
         _backend.make_ragged = lambda proto, n_pos, **kw: False
@@ -116,6 +128,36 @@ def measure(config: str, workload: str, n: int) -> dict:
             "decode_only_tok_s": timing["decode_rows"] / timing["decode_s"] if timing and timing["decode_s"] else None,
             "rows_per_step": timing["decode_rows"] / timing["decode_steps"] if timing and timing["decode_steps"] else None,
             "prefill_share": timing["prefill_s"] / t_gen if timing else None,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _measure_runner(config: str, workload: str, n: int) -> dict:
+    """``n`` CoT items through ``run_plan`` (an in-memory cache): the runner's groups of ``call_size("generate")``,
+    each generated then scored, or (``runner-stream``) its calls to ``generate_and_score``."""
+    from backends.onnx import _backend
+    from moraleval.execute.cache import ResponseCache
+    from moraleval.execute.runner import run_plan
+
+    reqs, plan = _requests(workload, n, plan_too=True)
+    be = _backend.OnnxBackend()
+    if config == "runner-groups":
+        be.generate_and_score = None  # the runner's generate-then-score groups
+    t0 = time.perf_counter()
+    out = run_plan(plan, be, cache=ResponseCache(":memory:"), progress=False)
+    wall = time.perf_counter() - t0
+    timing = be.decode_timing()
+    texts = [out[r.key].generated[r.generate_steps[0][1].name] for r in reqs]
+    tokens = sum(s.work for s in out.stats.stages if s.kind == "generate")
+    from bench.roofline import SHAPE_KEYS
+
+    return {"flops_per_token": decode_flops_per_token(be.text.config, 200.0), "mean_ctx": 200.0,
+            "shape": {k: be.text.config[k] for k in SHAPE_KEYS}, "config": config, "workload": workload,
+            "items": len(reqs), "tokens": tokens, "gen_s": wall, "score_s": 0.0, "tok_s": tokens / wall,
+            "items_s": len(reqs) / wall, "short_items_s": None, "batch": be.settings["generate_batch_size"],
+            "texts": texts, "timing": timing,
+            "decode_only_tok_s": timing["decode_rows"] / timing["decode_s"] if timing and timing["decode_s"] else None,
+            "rows_per_step": timing["decode_rows"] / timing["decode_steps"] if timing and timing["decode_steps"] else None,
+            "prefill_share": timing["prefill_s"] / wall if timing else None,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

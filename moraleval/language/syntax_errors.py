@@ -17,7 +17,7 @@ _TOKEN_NAMES = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LBRACE": "'{'", "RBRACE": "'}'",
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "EQUAL": "'='", "COMMA": "','",
     "COLON": "':'", "DOT": "'.'", "FORMAT": "a file format (jsonl, csv, tsv)",
-    "DIALOGUE": "chat or text", "ORIGIN_KIND": "github or url",
+    "DIALOGUE": "chat, text or raw", "ORIGIN_KIND": "github, huggingface or url",
     "CMP_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'",
     "$END": "the end of the file",
 }

@@ -168,7 +168,10 @@ def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str
     """One panel; ``slots``: the rows of the longest panel of its line, so that a shorter panel beside it keeps
     the same row pitch (its rows at the top, room below) instead of being stretched."""
     rows = list(p.rows)
-    n_s = max(len(p.series), 1)
+    # a row holding one series only (a family compared member by member: each member's own contrast) is drawn on
+    # its tick, not in a slot of its own beside the empty slots of the other series
+    one_per_row = all(sum((r, s) in p.points for s in p.series) <= 1 for r in rows)
+    n_s = 1 if one_per_row else max(len(p.series), 1)
     step = 0.8 / n_s
     for si, s in enumerate(p.series):
         color = colors.get(s, "#333333")
@@ -181,7 +184,7 @@ def _panel(ax: Any, p: Panel, lim: tuple[float, float], colors: Mapping[str, str
             lo, hi = _finite(got[1]), _finite(got[2])
             # rows top to bottom when horizontal (the first row, e.g. "all items", at the top)
             base = (len(rows) - 1 - ri) if horiz else ri
-            offset = (n_s - 1 - si) if horiz else si
+            offset = 0 if one_per_row else (n_s - 1 - si) if horiz else si
             pos.append(base - 0.4 + step * (offset + 0.5))
             val.append(v)
             lo_err.append(v - lo if lo is not None else 0.0)

@@ -237,3 +237,19 @@ def test_a_family_compared_member_by_member_is_one_panel_with_the_members_as_row
                      [_cmp(f"m[{x}]", -0.1 * i, 0.2) for i, x in enumerate(members)] + [_cmp("m_all", -0.1, 0.1)])
     panels, _colors = comparison_panels(report, "t")
     assert [(p.title, list(p.rows)) for p in panels] == [("m", members), ("m_all", ["all items"])]
+
+
+def test_a_row_with_one_series_is_drawn_on_its_tick() -> None:
+    """GlobalOpinionQA's steering contrasts (CP[Russia] − default on Russia's row only): each point on its row's
+    tick, not in a slot of its own beside the other series' empty slots."""
+    from matplotlib.figure import Figure
+
+    panel = forest.Panel("steering", "Δ", ["Russia", "China"], ["CP[Russia] − default", "CP[China] − default"],
+                         {("Russia", "CP[Russia] − default"): (-0.01, -0.02, 0.0, False),
+                          ("China", "CP[China] − default"): (0.002, -0.01, 0.01, False)},
+                         "difference", "", None, True)
+    fig = forest.draw([panel], {})
+    ax = fig.axes[0]
+    positions = sorted(round(float(x), 6) for coll in ax.collections for x, _y in coll.get_offsets())
+    assert set(positions) <= {0.0, 1.0}, positions
+    assert isinstance(fig, Figure)

@@ -74,6 +74,6 @@ def metric_vs_models(title: str, models: Sequence[str], axis_values: Sequence[An
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        if len(series) > 1:
+        if len(series) > 1 and ax.get_legend_handles_labels()[0]:  # series with no finite value draw no artist
             ax.legend(fontsize=7, frameon=False)
         return _svg(fig)

@@ -53,7 +53,9 @@ def run(spec: Path, cache: Path, out: Path, *extra: str, code: Path = ROOT) -> f
     cmd = [sys.executable, "-m", "moraleval", str(spec), "--cache", str(cache), "--out", str(out), "--no-progress",
            *extra]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # run from the code's own folder: `python -m` puts the working directory first on sys.path, before
+    # PYTHONPATH, so run from this checkout the "before" code would silently be this checkout's
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=code)
     wall = time.perf_counter() - t
     if proc.returncode:
         print(proc.stdout, proc.stderr, file=sys.stderr)

@@ -25,7 +25,7 @@ from . import _store
 from ._graph import (NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head,
                      set_nbits_accuracy)
 from ._ort import run_interruptibly
-from ._ragged import PREFILL_ARITHMETIC, RaggedDecoder, make_ragged, pick_token
+from ._ragged import PREFILL_ARITHMETIC, RaggedDecoder, cut_batches, make_ragged, pick_token
 from ._text import ModelText, model_text
 
 TRUNCATION = ("error", "left")
@@ -623,17 +623,7 @@ def create_session(blob: bytes, model_path: Path, settings: dict[str, Any]) -> A
 def length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     """Length-bucketed batches: indices sorted by length, cut by batch size and padded-token budget."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) >= batch_size
-                    or (len(cur) + 1) * lengths[i] > max_batch_tokens):
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
+    return cut_batches(order, dict(enumerate(lengths)), batch_size, max_batch_tokens)
 
 
 def left_pad(seqs: list[list[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -380,17 +380,8 @@ class RaggedDecoder:
     def _prefill_batches(self, idx: list[int], prompts: list[list[int]]) -> list[list[int]]:
         """Consecutive prefill batches of ``idx`` (already in length order): ``batch_size`` prompts, padded
         positions within ``max_batch_tokens``."""
-        out: list[list[int]] = []
-        cur: list[int] = []
-        for i in idx:
-            if cur and (len(cur) >= self.be.settings["batch_size"]
-                        or (len(cur) + 1) * (len(prompts[i]) + PREFILL_PAD) > self.be.settings["max_batch_tokens"]):
-                out.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            out.append(cur)
-        return out
+        return cut_batches(idx, {i: len(prompts[i]) + PREFILL_PAD for i in idx}, self.be.settings["batch_size"],
+                           self.be.settings["max_batch_tokens"])
 
     def _score_group(self, idx: list[int], prompts: list[list[int]], conts: list[list[list[int]]],
                      top_ks: list[int], emit: Callable[[int, ScoreResult], None]) -> None:
@@ -623,3 +614,18 @@ def pick_token(lp: np.ndarray, req: GenerateRequest, rng: np.random.Generator) -
         order = order[:keep]
     u = rng.random()
     return int(order[min(int(np.searchsorted(np.cumsum(ps), u, side="right")), len(order) - 1)])
+
+
+def cut_batches(order: Sequence[int], length: Mapping[int, int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """``order`` (indices in length order) cut into consecutive batches of at most ``batch_size``, each within
+    ``max_tokens`` positions once padded to its longest (the last one, in length order)."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * length[i] > max_tokens):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from _openai_fake import FakeServer
@@ -39,30 +38,38 @@ default model remote = openai {{ base_url: "{url}", model: "fake-model", scoring
 '''
 
 
+def _hung_run(tmp_path, srv, where: str, **popen):
+    """A `moraleval run` against ``srv`` whose requests to ``where`` hang (completions from the third on):
+    (the process, the event set when a request hangs, the command, its environment)."""
+    (tmp_path / "data" / "tiny").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / "tiny" / "items.jsonl").write_bytes(_tiny_items_bytes())
+    hung = threading.Event()
+
+    def fault(n, path, body):
+        if path.endswith(where) and (where == "models" or n > 2):
+            hung.set()
+            return ("sleep", 60)
+        return None
+
+    srv.fault = fault
+    spec = tmp_path / "s.me"
+    spec.write_text(SPEC.format(sha=TINY_ITEMS_SHA256, url=srv.base_url), encoding="utf-8")
+    cmd = [sys.executable, "-m", "moraleval", "run", str(spec), "--data", str(tmp_path / "data"),
+           "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         **popen)
+    return p, hung, cmd, env
+
+
 @pytest.mark.parametrize("signum, where", [
     (signal.SIGINT, "completions"),
     pytest.param(signal.SIGTERM, "completions", marks=pytest.mark.slow),  # subprocess runs: one in the fast run
     pytest.param(signal.SIGINT, "models", marks=pytest.mark.slow),
 ])
 def test_a_signal_during_a_hung_request_stops_the_run_at_once(tmp_path, signum, where):
-    (tmp_path / "data" / "tiny").mkdir(parents=True)
-    (tmp_path / "data" / "tiny" / "items.jsonl").write_bytes(_tiny_items_bytes())
     with FakeServer() as srv:
-        hung = threading.Event()
-
-        def fault(n, path, body):
-            if path.endswith(where) and (where == "models" or n > 2):
-                hung.set()
-                return ("sleep", 60)
-            return None
-
-        srv.fault = fault
-        spec = tmp_path / "s.me"
-        spec.write_text(SPEC.format(sha=TINY_ITEMS_SHA256, url=srv.base_url), encoding="utf-8")
-        cmd = [sys.executable, "-m", "moraleval", "run", str(spec), "--data", str(tmp_path / "data"),
-               "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--no-progress"]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        p, hung, cmd, env = _hung_run(tmp_path, srv, where)
         try:
             assert hung.wait(60), p.communicate(timeout=5)
             time.sleep(0.3)
@@ -90,25 +97,9 @@ def test_a_run_started_with_sigint_ignored_still_stops_on_sigint(tmp_path):
     """The window of issue #24's lost Ctrl-C: a process started with SIGINT ignored (a background job of a shell
     script without job control, a CI runner) inherits SIG_IGN, Python keeps it, and the run went on to its end
     on ``kill -INT``.  The command line now installs its own SIGINT handler, and says at once that it got it."""
-    (tmp_path / "data" / "tiny").mkdir(parents=True)
-    (tmp_path / "data" / "tiny" / "items.jsonl").write_bytes(_tiny_items_bytes())
     with FakeServer() as srv:
-        hung = threading.Event()
-
-        def fault(n, path, body):
-            if path.endswith("completions") and n > 2:
-                hung.set()
-                return ("sleep", 60)
-            return None
-
-        srv.fault = fault
-        spec = tmp_path / "s.me"
-        spec.write_text(SPEC.format(sha=TINY_ITEMS_SHA256, url=srv.base_url), encoding="utf-8")
-        cmd = [sys.executable, "-m", "moraleval", "run", str(spec), "--data", str(tmp_path / "data"),
-               "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--no-progress"]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        p, hung, _cmd, _env = _hung_run(tmp_path, srv, "completions",
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         try:
             assert hung.wait(60), p.communicate(timeout=5)
             p.send_signal(signal.SIGINT)

@@ -4,6 +4,7 @@ the documented exit code, never a Python traceback; templates stay within their 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +69,36 @@ def test_100_parentheses_inside_a_template_hit_the_template_nesting_limit(tmp_pa
     code, text = check_text(tmp_path, 'moraleval 1\ntemplate t = "{{ ' + "(" * 100 + "1" + ")" * 100 + ' }}"\n')
     assert code == 2
     assert "spec.me:2:15: error[E140]: template error in template 't': template expression nested deeper than 30" in text
+
+
+@pytest.mark.parametrize("recursion_limit", [1000, 20000])
+@pytest.mark.parametrize("terms", [150, 300, 3000])
+def test_a_long_operator_chain_in_a_template_is_a_located_diagnostic(tmp_path, terms, recursion_limit):
+    """Jinja2 parenthesises every operation, so ``1 + 1 + ... + 1`` compiles to Python nested hundreds deep: a
+    SyntaxError from Python's compiler or a RecursionError in Jinja2's code generator, whichever the stack allows
+    (the CI failure at stop 27 ran under a raised recursion limit)."""
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(recursion_limit)
+    try:
+        code, text = check_text(tmp_path, 'moraleval 1\nlet x = 1\n\ntemplate t = """\nline one\n{{ '
+                                + "1 + " * terms + 'x }}"""\n')
+    finally:
+        sys.setrecursionlimit(old_limit)
+    assert code == 2, text
+    assert "Traceback" not in text and "internal error" not in text
+    assert "spec.me:6:1:" in text  # the line of the {{ }} holding the chain
+    assert "error[E140]: template error in template 't': template expression has more than 100 operators" in text
+
+
+@pytest.mark.parametrize("block, end", [("{% for i in x %}", "{% endfor %}"), ("{% if x %}", "{% endif %}")])
+def test_blocks_nested_past_python_s_static_limit_are_a_diagnostic(tmp_path, block, end):
+    code, text = check_text(tmp_path, 'moraleval 1\ntemplate t = "' + block * 25 + "y" + end * 25 + '"\n')
+    assert "Traceback" not in text and "internal error" not in text
+    if block.startswith("{% for"):  # Python refuses more than 20 statically nested loops
+        assert code == 2, text
+        assert "template nested too deeply for Python's compiler (too many statically nested blocks)" in text
+    else:  # ifs do not count towards that limit: 25 of them compile
+        assert code in (0, 1), text
 
 
 def test_an_imported_file_with_invalid_utf8_is_a_located_diagnostic(tmp_path):

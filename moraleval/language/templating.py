@@ -37,6 +37,7 @@ MAX_INT_BITS = 4096  # 10**1233: far beyond any count or index a prompt needs
 MAX_CALL_DEPTH = 50  # nested macro / function calls
 MAX_LOOP_STEPS = 1_000_000  # loop iterations in one render
 MAX_NESTING = 30  # brackets inside one {{ }} / {% %}
+MAX_OPERATORS = 100  # operators in one {{ }} / {% %}: Jinja2 parenthesises each
 TIME_LIMIT_S = 5.0  # one template on one row
 
 
@@ -273,17 +274,28 @@ def make_environment() -> SafeEnvironment:
     return SafeEnvironment()
 
 
+_BINARY = frozenset({"+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", "<=", ">", ">=", "|", "."})
 _BRACKETS = {"lparen": 1, "lbracket": 1, "lbrace": 1, "rparen": -1, "rbracket": -1, "rbrace": -1}
 
 
 def compile_template(env: SafeEnvironment, text: str) -> jinja2.Template:
-    """Compile a spec template; too deep nesting and Jinja2's own recursion limits become syntax errors."""
-    if text.count("(") + text.count("[") + text.count("{") + text.count("-") + text.count("not") > MAX_NESTING:
+    """Compile a spec template; too deep nesting and Jinja2's own recursion limits become syntax errors.
+
+    Jinja2 compiles a template to Python source, parenthesising every operation, so a long chain such as
+    ``1 + 1 + ... + 1`` becomes parentheses nested hundreds deep, which Python's compiler refuses with a
+    ``SyntaxError`` (or, depending on the stack, Jinja2's code generator with a ``RecursionError``).  Both are
+    refused here first, with the template's line, and caught below as a last resort.
+    """
+    if len(text) > MAX_NESTING:
         _check_nesting(env, text)
     try:
         return env.from_string(text)
     except RecursionError:
         raise jinja2.TemplateSyntaxError(f"template expression nested too deeply (over {MAX_NESTING} levels)",
+                                         1) from None
+    except SyntaxError as exc:  # Python's compiler refused the code Jinja2 made: blocks or brackets nested too deep
+        raise jinja2.TemplateSyntaxError(f"template nested too deeply for Python's compiler ({exc.msg}); "
+                                         "flatten the nested blocks or split the expression with {% set %}",
                                          1) from None
     except (MemoryError, OverflowError, ValueError) as exc:
         raise jinja2.TemplateSyntaxError(f"template cannot be compiled: {exc}", 1) from None
@@ -292,11 +304,19 @@ def compile_template(env: SafeEnvironment, text: str) -> jinja2.Template:
 def _check_nesting(env: SafeEnvironment, text: str) -> None:
     depth = 0
     unary = 0
+    operators = 0
     try:
         tokens = list(env.lex(text))
     except jinja2.TemplateSyntaxError:
         return  # from_string reports it with its line
     for lineno, kind, value in tokens:
+        if kind in ("variable_begin", "block_begin"):
+            operators = 0
+        elif (kind == "operator" and value in _BINARY) or (kind == "name" and value in ("and", "or", "in", "is")):
+            operators += 1
+            if operators > MAX_OPERATORS:
+                raise jinja2.TemplateSyntaxError(f"template expression has more than {MAX_OPERATORS} operators; "
+                                                 "split it with {% set %}", lineno)
         if kind == "operator":
             depth += _BRACKETS.get({"(": "lparen", "[": "lbracket", "{": "lbrace", ")": "rparen",
                                     "]": "rbracket", "}": "rbrace"}.get(value, ""), 0)

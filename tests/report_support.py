@@ -112,6 +112,46 @@ CATEGORIES = ("Age", "Disability_status", "Gender_identity", "Nationality", "Phy
 CONDITIONS = ("Q", "Q_IF", "Q_IF_CoT", "Q_IF_CoT_2")
 
 
+#: a BBQ spec with per-item definitions: two its metrics use (one of them boolean, a flag), one unused, one with
+#: a parameter
+ITEM_SPEC = """moraleval 1
+study "per-item definitions"
+data "builtin:sample"
+param categories = ["sample"]
+param per_cell = 0
+import "{lib}/bbq_data.me"
+import "{lib}/bbq.me"
+task bbq_answer on bbq {{
+    format chat
+    choose answer from [" (a)", " (b)", " (c)"] values [0, 1, 2] by logprob normalize softmax
+    condition Q {{
+        let instruction = ""
+        human bbq_question
+        assistant "The answer is"
+    }}
+    condition Q_IF extends Q {{
+        let instruction = bbq_instruction
+    }}
+}}
+item p_first = prob(answer, 0)
+item unsure = p_first < 0.5
+item unused = prob(answer, 1) * 2
+item scaled(k) = p_first * k
+metric unsure_items = count(unsure)
+metric mean_first = mean(p_first)
+metric doubled = mean(scaled(2))
+bootstrap resamples 200 seed 0
+default model m = onnx {{ model: "default" }}
+"""
+
+
+def item_values_report(d: Path) -> Path:
+    """The report of :data:`ITEM_SPEC` answered by the fake backend, in ``d / "report"``."""
+    spec = d / "items.me"
+    spec.write_text(ITEM_SPEC.format(lib=REPO / "specs" / "lib"), encoding="utf-8")
+    return quickstart_report(d / "report", spec=str(spec))
+
+
 def synthetic_run(out: Path, n_rows: int, *, seed: int = 0) -> Path:
     """A report directory with ``n_rows`` BBQ-like samples (4 conditions, CoT texts, prompts of realistic
     length) and a report.json whose accuracy estimates are exact for those rows; report.md/report.html are

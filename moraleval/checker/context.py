@@ -15,7 +15,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from moraleval.checker.dataset_pipeline import DatasetResult
-from moraleval.checker.resolved import ResolvedMetric, ResolvedTask
+from moraleval.checker.resolved import ResolvedItem, ResolvedMetric, ResolvedTask
 from moraleval.data.roots import DataRoot
 from moraleval.errors import Diagnostic
 from moraleval.errors.source import Source, Span
@@ -67,6 +67,7 @@ class CheckContext:
     # metrics
     metrics: list[ResolvedMetric] = attrs.Factory(list)  # the ones that check
     metric_families: dict[str, list[str]] = attrs.Factory(dict)  # family -> its members' metric names
+    item_values: dict[tuple[str, str], ResolvedItem] = attrs.Factory(dict)  # (task, item) -> its definition
     # bootstrap
     bootstrap: n.Bootstrap = attrs.Factory(n.Bootstrap)
     task_units: dict[str, tuple[str, ...]] = attrs.Factory(dict)

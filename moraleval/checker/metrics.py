@@ -14,7 +14,7 @@ import attrs
 from moraleval.checker.context import CheckContext
 from moraleval.checker.dataset_pipeline import DatasetResult
 from moraleval.checker.families import loop_values, member_name, regression_members
-from moraleval.checker.resolved import ResolvedMetric
+from moraleval.checker.resolved import ResolvedItem, ResolvedMetric
 from moraleval.checker.types import TypeCheck, column_type, per_item_vector_sum, value_type
 from moraleval.errors.source import Source
 from moraleval.language import nodes as n
@@ -75,6 +75,9 @@ def resolve_metrics(ctx: CheckContext) -> None:
                 break
             ctx.metrics.append(ResolvedMetric(name, task, expr, to_source(m.value), m,
                                               items=dict(formula.items_used) or None, **extra))
+        else:
+            for item_name, (item_expr, item_formula) in formula.item_exprs.items():
+                ctx.item_values.setdefault((task, item_name), ResolvedItem(item_name, task, item_expr, item_formula))
         if m.each is not None or extra.get("family"):
             ctx.metric_families[m.name] = [name for name, _e, _x in members]
 
@@ -179,6 +182,7 @@ class MetricFormula:
         self.chooses, self.consts, self.metrics = chooses, ctx.consts, metrics
         self.items = items or {}
         self.items_used: dict[str, str] = {}  # item definitions the formula uses, as written
+        self.item_exprs: dict[str, tuple[n.Expr, str]] = {}  # the parameterless ones inlined, with their text
         self.ok = True
         self.formula: n.Metric | n.ItemDef | None = None  # whose text is being inlined (for the file name)
         self.types: TypeCheck | None = None
@@ -340,6 +344,8 @@ class MetricFormula:
             if self.ok and _holds_aggregate(out, self.types):
                 self.fail(f"item '{target.name}' is a value per item: it cannot hold an aggregate", target.value,
                           "make it a metric (metric NAME = ...) if it is one number per condition", code="E175")
+            elif self.ok and not target.params:
+                self.item_exprs.setdefault(target.name, (out, to_source(target.value)))
             return out
         finally:
             self.formula = outer

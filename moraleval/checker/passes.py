@@ -73,6 +73,7 @@ def check(path: str | Path | Source, *, overrides: dict[str, str] | None = None,
         data_paths=dict(ctx.data_paths), datasets=ctx.datasets, templates=ctx.templates,
         template_sources=ctx.template_sources, tasks=ctx.tasks, metrics=ctx.metrics, bootstrap=ctx.bootstrap,
         task_units=ctx.task_units, comparisons=ctx.comparisons + ctx.model_comparisons,
+        item_values=list(ctx.item_values.values()),
         model_sets=ctx.model_sets, report_by=ctx.report_by, models=ctx.models, default_model=ctx.default_model,
         run_settings=ctx.run_settings, imports=ctx.imports, warnings=diagnostics, environment=ctx.environment,
         spec_sha256=hashlib.sha256(ctx.source.text.encode("utf-8")).hexdigest())

@@ -58,6 +58,18 @@ class ResolvedMetric:
     ranked: bool | None = None  # `for ... ranked`: each member's rank among the family
 
 
+@attrs.frozen
+class ResolvedItem:
+    """A per-item definition (``item NAME = ...``, no parameters) that a task's metrics use: its value for every
+    item is written beside the item's answer in ``samples.jsonl``, so a reader sees, item by item, the quantity
+    the metrics aggregate (a logit, a probability mass) and which items a boolean definition flags."""
+
+    name: str
+    task: str
+    expr: n.Expr  # inlined like a metric's: only item columns, choose outputs and literals
+    formula: str  # as written
+
+
 @attrs.define
 class CheckedSpec:
     source: Source
@@ -86,3 +98,4 @@ class CheckedSpec:
     environment: SandboxedEnvironment
     spec_sha256: str
     model_sets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {models, axis, scale, default}
+    item_values: list[ResolvedItem] = attrs.field(factory=list)  # per task, the item definitions its metrics use

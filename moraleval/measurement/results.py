@@ -113,12 +113,19 @@ class Readouts(Sequence):
     """Per-item readouts aligned with ``plan.items``: a dict per item (built on access).
 
     ``{"status": "ok", <choice name>: answer, "probs": [...]}``; ``status`` "no_outcome" / "invalid_outcome"
-    (answer and probs None) where the item could not be read out.
+    (answer and probs None) where the item could not be read out.  With the values of the task's per-item
+    definitions (:meth:`with_item_values`), an ok item's dict also has ``"items": {name: value}`` (None where the
+    definition has no value for that item).
     """
 
     def __init__(self, items: Sequence[PlanItem], status: np.ndarray, answer_pos: np.ndarray, probs: np.ndarray,
-                 n_options: np.ndarray) -> None:
+                 n_options: np.ndarray, item_values: Sequence[tuple[str, np.ndarray, np.ndarray]] = ()) -> None:
         self._items, self._status, self._pos, self._probs, self._nopt = items, status, answer_pos, probs, n_options
+        # (name, position of each plan item in the values or -1, the values as JSON-able objects)
+        self._values = tuple(item_values)
+
+    def with_item_values(self, item_values: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> "Readouts":
+        return Readouts(self._items, self._status, self._pos, self._probs, self._nopt, item_values)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -131,8 +138,12 @@ class Readouts(Sequence):
         if status != "ok":
             return {"status": status, item.choice: None, "probs": None}
         k = int(self._nopt[i])
-        return {"status": "ok", item.choice: item.choice_values[int(self._pos[i])],
-                "probs": [float(p) for p in self._probs[i, :k]]}
+        out = {"status": "ok", item.choice: item.choice_values[int(self._pos[i])],
+               "probs": [float(p) for p in self._probs[i, :k]]}
+        values = {name: values[int(where[i])] for name, where, values in self._values if where[i] >= 0}
+        if values:
+            out["items"] = values
+        return out
 
     def answer(self, i: int) -> Any:
         return self[i][self._items[i].choice]

@@ -24,13 +24,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from moraleval.errors import MeasureError
+from moraleval.language import exprjson
 from moraleval.language import vocabulary as vocab
 from moraleval.measurement.answers import answer_classes, answer_distribution, degenerate_by_condition
 from moraleval.measurement.comparisons import comparison_jobs, comparisons
 from moraleval.measurement.compile import compile_metrics
 from moraleval.measurement.estimates import estimate, estimate_jobs, replicates, unit_label
 from moraleval.measurement.families import family_tests, reads_answer
-from moraleval.measurement.readout import read_tasks, report_groups
+from moraleval.measurement.readout import TaskData, read_tasks, report_groups
 from moraleval.measurement.results import Measurement
 from moraleval.plan.memo import memoised
 from moraleval.plan.types import Plan, RequestOutcome
@@ -81,4 +82,22 @@ def measure(plan: Plan, outcomes: Mapping[str, RequestOutcome], *,
     results = comparisons(cmp_jobs, boot, degenerate, reading)
     if keep is not None:
         keep.update(replicates(est_jobs, compilers))
-    return Measurement(estimates, results, read.dropped, read.readouts, warnings, distribution)
+    readouts = read.readouts.with_item_values(item_values(plan, tasks)) if plan.item_values else read.readouts
+    return Measurement(estimates, results, read.dropped, readouts, warnings, distribution)
+
+
+def item_values(plan: Plan, tasks: Mapping[str, TaskData]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each per-item definition the metrics use, evaluated on its task's read-out items with the metrics' own
+    semantics (and column cache): (name, position of each plan item in the values or -1, the values)."""
+    out = []
+    for iv in plan.item_values:
+        t = tasks.get(iv.task)
+        if t is None or not t.size:
+            continue
+        col = t.eval(exprjson.from_json(iv.expr), iv.name)
+        where = np.full(len(plan.items), -1, dtype=np.intp)
+        where[t.plan_idx] = np.arange(t.size)
+        values = col.objects().copy()
+        values[~col.valid] = None
+        out.append((iv.name, where, values))
+    return out

@@ -7,11 +7,11 @@ checker behind it.
 from typing import Any
 
 from moraleval.plan.select import limit_items, select_requests
-from moraleval.plan.types import (BootstrapPlan, ComparisonPlan, GenerateStep, MetricPlan, Plan, PlanItem,
-                                  PlanRequest, PlanTurn, RequestOutcome)
+from moraleval.plan.types import (BootstrapPlan, ComparisonPlan, GenerateStep, ItemValuePlan, MetricPlan, Plan,
+                                  PlanItem, PlanRequest, PlanTurn, RequestOutcome)
 
-__all__ = ["BootstrapPlan", "ComparisonPlan", "GenerateStep", "MetricPlan", "Plan", "PlanItem", "PlanRequest",
-           "PlanTurn", "RequestOutcome", "compile_plan", "limit_items", "select_requests"]
+__all__ = ["BootstrapPlan", "ComparisonPlan", "GenerateStep", "ItemValuePlan", "MetricPlan", "Plan", "PlanItem",
+           "PlanRequest", "PlanTurn", "RequestOutcome", "compile_plan", "limit_items", "select_requests"]
 
 
 def __getattr__(name: str) -> Any:

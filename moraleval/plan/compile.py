@@ -18,8 +18,8 @@ from moraleval.checker import CheckedSpec, ResolvedCondition, RowEnv, gc_paused
 from moraleval.language.nodes import ROW_ID, VARIANT
 from moraleval.errors import PlanError
 from moraleval.language.exprjson import to_json
-from moraleval.plan.types import (BootstrapPlan, ComparisonPlan, GenerateStep, MetricPlan, Plan, PlanItem,
-                                  PlanRequest, PlanTurn)
+from moraleval.plan.types import (BootstrapPlan, ComparisonPlan, GenerateStep, ItemValuePlan, MetricPlan, Plan,
+                                  PlanItem, PlanRequest, PlanTurn)
 from moraleval.language.rowexpr import EvalError, compile_expr
 from moraleval.language.vocabulary import CHOICE, FUNCTIONS
 
@@ -223,6 +223,7 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
                                parts=tuple(to_json(x) for x in m.parts) if m.parts else None, items=m.items,
                                ranked=m.ranked)
                     for m in checked.metrics)
+    item_values = tuple(ItemValuePlan(i.name, i.task, to_json(i.expr), i.formula) for i in checked.item_values)
     comparisons = []
     for family, cmp in enumerate(checked.comparisons):
         combos = getattr(cmp, "combos", ()) or [(t, b, m) for m in cmp.metrics for t, b in cmp.pairs]
@@ -253,4 +254,5 @@ def _compile_plan(checked: CheckedSpec) -> Plan:
         run=_json_value(checked.run_settings),
         imports=checked.imports,
         model_sets=_json_value(getattr(checked, "model_sets", {})),
+        item_values=item_values,
     )

@@ -194,6 +194,20 @@ class MetricPlan:
 
 
 @attrs.frozen
+class ItemValuePlan:
+    """A per-item definition its task's metrics use (``item mass on decide = ...``): the report writes its value
+    for every item into ``samples.jsonl`` (``readout.items``), where the sample browser shows it and filters on it."""
+
+    name: str
+    task: str
+    expr: dict[str, Any]  # the definition inlined, as a JSON expression tree
+    formula: str  # as written in the spec
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
 class BootstrapPlan:
     resamples: int = 2000
     seed: int = 0
@@ -234,6 +248,7 @@ class Plan:
     run: dict[str, Any] = attrs.field(factory=dict)  # the spec's run settings (executor, workers, batch_size)
     imports: dict[str, str] = attrs.field(factory=dict)  # imported spec path -> sha256
     model_sets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {models, axis, scale, default}
+    item_values: tuple[ItemValuePlan, ...] = attrs.field(default=(), converter=tuple)
 
     def request_by_key(self) -> dict[str, PlanRequest]:
         return {r.key: r for r in self.requests}
@@ -252,6 +267,8 @@ class Plan:
             "model_sets": self.model_sets,
             "run": self.run,
             "metrics": [m.to_json() for m in self.metrics],
+            # only where a metric uses a per-item definition (other plans are unchanged)
+            **({"item_values": [i.to_json() for i in self.item_values]} if self.item_values else {}),
             "bootstrap": attrs.asdict(self.bootstrap),
             # "models": true only on `compare model` comparisons (plans without them are unchanged)
             "comparisons": [{k: v for k, v in attrs.asdict(c).items() if k not in ("models", "margin") or v}

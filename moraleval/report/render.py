@@ -48,6 +48,9 @@ def _env(kind: str) -> Any:
     return env
 
 
+MAX_ITEM_FLAGS = 50  # per task: a received folder cannot grow the filter without end
+
+
 def _script_json(obj: Any) -> str:
     """JSON that is safe inside <script type="application/json">: no `<` can end the element."""
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -63,7 +66,14 @@ def browser_data(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]
     group_cols = pg.iter_group_columns(samples)
     group_values: dict[str, dict[str, list[str]]] = {}
     answers: list[str] = []
+    item_flags: dict[str, list[str]] = {}  # per task, the boolean per-item definitions (the "flagged" filter)
     for s in samples:
+        iv = (s.get("readout") or {}).get("items")
+        if isinstance(iv, dict):
+            names = item_flags.setdefault(str(s.get("task")), [])
+            for k, v in iv.items():
+                if type(v) is bool and k not in names and len(names) < MAX_ITEM_FLAGS:
+                    names.append(k)
         for c in group_cols.get(s.get("task"), []):
             v = (s.get("values") or {}).get(c)
             if isinstance(v, str):
@@ -101,6 +111,7 @@ def browser_data(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]
         "n_rows": len(samples), "page_size": PAGE_SIZE, "embedded": embed,
         "tasks": tasks, "models": pg.models_of(report, samples), "answers": answers,
         "group_columns": group_cols, "group_values": group_values,
+        "item_flags": {t: sorted(v) for t, v in item_flags.items() if v},
         "estimates": [dict({k: e.get(k) for k in keep if k in e}, flags=list(flags[i]) if i < len(flags) else [])
                       for i, e in enumerate(report.get("estimates", []))],
         "comparisons": [{k: c.get(k) for k in keep_c if k in c} for c in report.get("comparisons", [])],

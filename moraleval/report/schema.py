@@ -348,7 +348,8 @@ SAMPLE = Obj(
     {"task": STR, "condition": STR, "row": SCALAR, "variant": SCALAR, "unit": SCALAR, "request": STR,
      "choice": STR, "choices": ListOf(STR), "choice_values": ListOf(SCALAR), "logprobs": ListOf(Num())},
     {"index": COUNT, "prompts": MapOf(ANY), "generated": MapOf(STR), "n_tokens": ListOf(COUNT),
-     "readout": Opt(Obj(optional={"probs": Opt(ListOf(Num())), "status": Opt(STR), "source": Opt(STR)})),
+     "readout": Opt(Obj(optional={"probs": Opt(ListOf(Num())), "status": Opt(STR), "source": Opt(STR),
+                                  "items": Opt(MapOf(ANY))})),
      "values": MapOf(ANY), "item": STR, "model": Opt(STR), "top": ANY, "rotation": ANY})
 
 _SCALAR_TYPES = (str, int, float, bool, type(None))

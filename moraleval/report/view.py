@@ -44,7 +44,7 @@ from moraleval.util.text import for_terminal
 
 __all__ = ["SampleIndex", "make_server", "serve", "js_json", "js_str"]
 
-FILTERS = ("task", "model", "condition", "answer", "correct", "disagree", "q")
+FILTERS = ("task", "model", "condition", "answer", "correct", "disagree", "flag", "q")
 MAX_PAGE = 1000
 MAX_ALL_ROWS = 100_000  # `limit=all` (the page's recount): more is refused with a message
 MAX_BODY = 64 * 1024 * 1024
@@ -228,7 +228,7 @@ class SampleIndex:
             old, self._fd = self._fd, fd
             self._stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             (self.offsets, self.lengths, self.task, self.condition, self.model, self.answer, self.correct,
-             self.values, self.dc, self.dm) = fields
+             self.values, self.dc, self.dm, self.flags) = fields
             self._last = None
         if old >= 0:
             os.close(old)
@@ -242,7 +242,9 @@ class SampleIndex:
         answer: list[str] = []
         correct: list[bool | None] = []
         values: list[dict[str, str]] = []
+        flags: list[tuple[str, ...]] = []  # the per-item definitions true on the row (see flagsOf in browser.js)
         intern: dict[str, str] = {}
+        intern_flags: dict[tuple[str, ...], tuple[str, ...]] = {}
 
         def s(x: str) -> str:
             return intern.setdefault(x, x)
@@ -270,6 +272,9 @@ class SampleIndex:
             correct.append(None if label is _MISSING or a is None else _eqv(a, label))
             values.append({s(k): s(v) if type(v) is str else (str(v) if type(v) is int else js_str(v))
                            for k, v in vals.items()})
+            iv = readout.get("items")
+            on = tuple(k for k, v in iv.items() if v is True) if isinstance(iv, dict) else ()
+            flags.append(intern_flags.setdefault(on, on))
             kc = (task[-1], model[-1], js_str(rec["row"]), js_str(rec["variant"]))  # as the page joins them
             km = (task[-1], condition[-1], kc[2], kc[3])
             by_cond.setdefault(kc, set()).add(lab)
@@ -278,7 +283,7 @@ class SampleIndex:
             keys_m.append(km)
         dc = [len(by_cond[k]) > 1 for k in keys_c]
         dm = [len(by_model[k]) > 1 for k in keys_m]
-        return offsets, lengths, task, condition, model, answer, correct, values, dc, dm
+        return offsets, lengths, task, condition, model, answer, correct, values, dc, dm, flags
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -354,6 +359,8 @@ class SampleIndex:
             if f.get("disagree") == "conditions" and not self.dc[k]:
                 continue
             if f.get("disagree") == "models" and not self.dm[k]:
+                continue
+            if f.get("flag") and f["flag"] not in self.flags[k]:
                 continue
             if groups and any(v and self.values[k].get(c) != v for c, v in groups.items()):
                 continue

@@ -87,8 +87,15 @@ def check_discrim(run: Path, *, limited: bool = False) -> dict:
                      mass=math.exp(s["logprobs"][0]) + math.exp(s["logprobs"][1]))
                 for s in items if s["condition"] == cond]
         d = pd.DataFrame(rows)
-        # the 0.99 rule, counted
+        # the 0.99 rule, flagged item by item: samples.jsonl carries each item's L, mass and low_mass
+        for s, row in zip([s for s in items if s["condition"] == cond], rows):
+            got = s["readout"]["items"]
+            assert set(got) == {"L", "mass", "low_mass"}
+            assert got["L"] == pytest.approx(row["L"], abs=1e-9) and got["mass"] == pytest.approx(row["mass"], abs=1e-9)
+            assert got["low_mass"] is (row["mass"] < 0.99)
+        # ... and counted
         low = int((d["mass"] < 0.99).sum())
+        assert sum(s["readout"]["items"]["low_mass"] for s in items if s["condition"] == cond) == low
         assert est[("low_mass_items", cond, ())]["value"] == low
         assert est[("low_mass_share", cond, ())]["value"] == pytest.approx(low / len(d), abs=1e-9)
         assert est[("mean_mass", cond, ())]["value"] == pytest.approx(d["mass"].mean(), abs=1e-6)

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from report_support import every_function_report, quickstart_report, synthetic_run  # noqa: E402
+from report_support import every_function_report, item_values_report, quickstart_report, synthetic_run  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_CANDIDATES = (os.environ.get("MORALEVAL_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser",
@@ -449,6 +449,38 @@ def test_the_served_page_works_under_its_strict_policy(browser, quickstart) -> N
         assert p.console == [] and all(u.startswith(server.url) for u in p.requests), (p.console, p.requests)
         p.page.goto(server.url.rsplit("/", 2)[0] + "/wrong-token/")
         assert "needs the token" in p.page.inner_text("body")
+    finally:
+        p.close()
+        server.shutdown()
+        server.server_close()
+        index.close()
+
+
+def test_a_boolean_item_definition_flags_its_rows_embedded_and_served(browser, tmp_path) -> None:
+    """`item unsure = p_first < 0.5`: the "flagged" filter keeps the rows it is true on, in the page's own rows
+    and through `moraleval view`; the rows say which flags they carry and the detail lists every definition."""
+    from moraleval.report.view import make_server
+
+    run = item_values_report(tmp_path)
+    samples = _samples(run)
+    want = sum(1 for s in samples if s["readout"]["items"]["unsure"])
+    assert 0 < want < len(samples)
+    p = Page(browser)
+    server, index = make_server(run, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for url in ((run / "report.html").as_uri(), server.url):
+            p.goto(url)
+            assert p.page.locator("select[name=flag] option").all_inner_texts() == ["(any)", "unsure"]
+            p.page.select_option("select[name=flag]", "unsure")
+            p.wait_total(want)
+            assert "flag=unsure" in p.page.url
+            cells = p.page.locator("#rows tbody td.flagged").all_inner_texts()
+            assert cells and set(cells) == {"unsure"}
+            p.page.locator("#rows tbody tr").first.click()
+            shown = json.loads(p.page.inner_text("pre.item-values"))
+            assert set(shown) == {"p_first", "unsure"} and shown["unsure"] is True
+        assert p.console == [], p.console
     finally:
         p.close()
         server.shutdown()

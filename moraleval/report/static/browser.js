@@ -10,7 +10,7 @@
   var PAGE = D.page_size || 50;
   var served = !D.rows && /^https?:$/.test(location.protocol);
   var rows = D.rows || null;
-  var FILTERS = ["task", "model", "condition", "answer", "correct", "disagree", "q"];
+  var FILTERS = ["task", "model", "condition", "answer", "correct", "disagree", "flag", "q"];
   // Every lookup by a name that comes from data, report.json or the URL is an own-property lookup: a task called
   // "constructor" or "__proto__" (#task=constructor) must find nothing, not Object.prototype's members.
   var HAS = Object.prototype.hasOwnProperty;
@@ -94,6 +94,7 @@
     if (s.correct === "no" && r._correct !== false) return false;
     if (s.disagree === "conditions" && !r._dc) return false;
     if (s.disagree === "models" && !r._dm) return false;
+    if (s.flag && own(own(r.readout, "items"), s.flag) !== true) return false;  // an item definition true here
     for (var k in s.g) {
       if (!s.g[k]) continue;
       var v = own(r.values, k);
@@ -490,6 +491,8 @@
     f.appendChild(el("label", {}, ["correct", options("correct", ["yes", "no"], s.correct)]));
     var dis = ["conditions"]; if ((D.models || []).length > 1) dis.push("models");
     f.appendChild(el("label", {}, ["disagree", options("disagree", dis, s.disagree, "(any)")]));
+    var fl = flagNames(s.task); if (s.flag && fl.indexOf(s.flag) < 0) fl.push(s.flag);
+    if (fl.length) f.appendChild(el("label", {}, ["flagged", options("flag", fl, s.flag, "(any)")]));
     var q = el("input", { type: "search", name: "q", "data-filter": "q", placeholder: "text in prompt/answer", value: s.q || "" });
     f.appendChild(el("label", {}, ["search", q]));
     var clear = el("button", { type: "button", text: "clear filters", id: "clear-filters" });
@@ -558,10 +561,24 @@
       out.setAttribute("data-value", String(r.value)); out.setAttribute("data-same", String(r.same));
     }).catch(function (err) { out.textContent = "recount failed: " + err.message; });
   }
+  // The spec's boolean per-item definitions (`item low_mass = mass < 0.99`): each item is flagged by those true on it.
+  function flagNames(task) {
+    var by = D.item_flags || {}, out = [];
+    Object.keys(by).forEach(function (t) {
+      if (task && t !== task) return;
+      (by[t] || []).forEach(function (nm) { if (out.indexOf(nm) < 0) out.push(nm); });
+    });
+    return out;
+  }
+  function flagsOf(r) {
+    var items = own(r.readout, "items") || {};
+    return Object.keys(items).filter(function (k) { return items[k] === true; });
+  }
   function drawRows(table, list, gcols, s) {
     table.textContent = "";
+    var showFlags = flagNames(s.task).length > 0;
     var cols = ["#", "task"].concat((D.models || []).length ? ["model"] : []).concat(["condition"]).concat(gcols)
-      .concat(["answer", "p(answer)", "correct"]);
+      .concat(["answer", "p(answer)", "correct"]).concat(showFlags ? ["flagged"] : []);
     var head = el("tr", {}, cols.map(function (c) { return el("th", { scope: "col", text: c }); }));
     table.appendChild(el("thead", {}, [head]));
     var body = el("tbody");
@@ -571,9 +588,12 @@
       var p = k >= 0 && ro.probs ? Number(ro.probs[k]).toFixed(3) : "–";
       var cells = [String(r.index), r.task].concat((D.models || []).length ? [r.model || ""] : []).concat([r.condition])
         .concat(gcols.map(function (c) { var v = own(r.values, c); return v === undefined ? "" : strv(v); }))
-        .concat([r._answer, p, r._correct === null ? "–" : (r._correct ? "yes" : "no")]);
+        .concat([r._answer, p, r._correct === null ? "–" : (r._correct ? "yes" : "no")])
+        .concat(showFlags ? [flagsOf(r).join(", ")] : []);
       var tr = el("tr", { "data-index": r.index, tabindex: "0" }, cells.map(function (c) { return el("td", { text: c }); }));
-      if (r._correct !== null) tr.lastChild.className = r._correct ? "yes" : "no";
+      var correctCell = tr.childNodes[cells.length - (showFlags ? 2 : 1)];
+      if (r._correct !== null) correctCell.className = r._correct ? "yes" : "no";
+      if (showFlags && flagsOf(r).length) tr.lastChild.className = "flagged";
       body.appendChild(tr);
       var toggle = function () {
         var open = tr.nextSibling && tr.nextSibling.classList && tr.nextSibling.classList.contains("detail-row");
@@ -614,6 +634,10 @@
     td.appendChild(el("div", { text: "answer read out (" + r.choice + "): " + r._answer + " — " + (ro.status || "") + (ro.source ? " (" + ro.source + ")" : "") }));
     td.appendChild(el("div", { cls: "muted", text: "metric inputs (the item's columns):" }));
     td.appendChild(el("pre", { cls: "values", text: JSON.stringify(r.values, null, 1) }));
+    if (own(ro, "items")) {
+      td.appendChild(el("div", { cls: "muted", text: "the spec's per-item definitions, on this item:" }));
+      td.appendChild(el("pre", { cls: "item-values", text: JSON.stringify(ro.items, null, 1) }));
+    }
     return el("tr", { cls: "detail-row" }, [td]);
   }
   // The model's distribution over the options beside every distribution the item carries: an entry of a record

@@ -54,11 +54,8 @@ def quickstart_report(out: Path, *, backend: Any = None, spec: str | None = None
                         run_stats=outcomes.stats)
 
 
-#: a BBQ spec whose metrics call every function the sample browser recounts (``vocabulary.browser_names()``), at
-#: the item level and on numbers: the browser's recount of each is checked against the measure stage's estimate
-EVERY_FUNCTION_SPEC = """moraleval 1
-study "every function the sample browser recounts"
-data "builtin:sample"
+#: the builtin BBQ sample and a two-condition task on it (a str.format template: `{lib}` is specs/lib)
+BBQ_SAMPLE_TASK = """data "builtin:sample"
 param categories = ["sample"]
 param per_cell = 0
 import "{lib}/bbq_data.me"
@@ -75,7 +72,13 @@ task bbq_answer on bbq {{
         let instruction = bbq_instruction
     }}
 }}
-metric f_abs on bbq_answer = mean(abs(prob(answer, 0) - 0.5))
+"""
+
+#: a BBQ spec whose metrics call every function the sample browser recounts (``vocabulary.browser_names()``), at
+#: the item level and on numbers: the browser's recount of each is checked against the measure stage's estimate
+EVERY_FUNCTION_SPEC = """moraleval 1
+study "every function the sample browser recounts"
+""" + BBQ_SAMPLE_TASK + """metric f_abs on bbq_answer = mean(abs(prob(answer, 0) - 0.5))
 metric f_sqrt on bbq_answer = mean(sqrt(prob(answer, 1)))
 metric f_log on bbq_answer = mean(log(prob(answer, 2)))
 metric f_exp on bbq_answer = exp(mean(logprob(answer, 0)))
@@ -116,24 +119,7 @@ CONDITIONS = ("Q", "Q_IF", "Q_IF_CoT", "Q_IF_CoT_2")
 #: a parameter
 ITEM_SPEC = """moraleval 1
 study "per-item definitions"
-data "builtin:sample"
-param categories = ["sample"]
-param per_cell = 0
-import "{lib}/bbq_data.me"
-import "{lib}/bbq.me"
-task bbq_answer on bbq {{
-    format chat
-    choose answer from [" (a)", " (b)", " (c)"] values [0, 1, 2] by logprob normalize softmax
-    condition Q {{
-        let instruction = ""
-        human bbq_question
-        assistant "The answer is"
-    }}
-    condition Q_IF extends Q {{
-        let instruction = bbq_instruction
-    }}
-}}
-item p_first = prob(answer, 0)
+""" + BBQ_SAMPLE_TASK + """item p_first = prob(answer, 0)
 item unsure = p_first < 0.5
 item unused = prob(answer, 1) * 2
 item scaled(k) = p_first * k

@@ -19,7 +19,8 @@ are exactly those of a single-model run.
   each unit (``stats.permutation_test``, the sign-flip test for more than two arms);
 * Holm / BH / Bonferroni within each family (one ``compare model`` line; the trends form one family).
 
-Every contrast carries the flags of ``flags.comparison_flags`` (few_units, no_test, zero_width, undefined) and
+Every contrast carries the flags of ``flags.comparison_flags`` (few_units, no_test, zero_width, undefined), the
+answer flags (degenerate_answers, position_preference) of the estimates it is built on, named by model, and
 ``p_method``.  The statistics are ``contrasts``' pure functions over the replicates ``measure(..., keep=...)``
 exposes; the report writes ``Across.to_json()``.
 """
@@ -173,12 +174,47 @@ def measure_across(plan: Any, runs: Mapping[str, Any], *, axis: str | None = Non
         adj = stats.adjust_pvalues([results[i].p_value for i in members], method)
         for i, p in zip(members, adj):
             results[i] = attrs.evolve(results[i], p_adjusted=finite_or_none(p))
+    results = _with_answer_flags(results, runs, names)
     sigs = {m: {v["units"] for v in reps[m].values()} for m in names}
     for m in names[1:]:
         if sigs[m] != sigs[names[0]]:
             warnings.append(f"model '{m}' was measured on other items than '{names[0]}' (some items have no "
                             "outcome): contrasts between them are not paired and have no interval")
     return Across(names, about, axis, scale, numeric, results, warnings)
+
+
+#: the flags a model's estimate passes on to every contrast built on it: a contrast of degenerate answers (or of a
+#: preference for one place) is no more a measurement than the estimates are
+_ANSWER_FLAGS = ("degenerate_answers", "position_preference")
+
+
+def _with_answer_flags(results: list[AcrossResult], runs: Mapping[str, Any], names: Sequence[str]
+                       ) -> list[AcrossResult]:
+    """Each contrast with the answer flags of the estimates it is built on (each model × condition it reads),
+    named by model, as a comparison between conditions carries those of both conditions."""
+    flags_of: dict[tuple, list[dict[str, str]]] = {}
+    for m in names:
+        for e in getattr(getattr(runs[m], "measurement", None), "estimates", ()) or ():
+            got = [f for f in e.flags if f.get("code") in _ANSWER_FLAGS]
+            if got:
+                flags_of[(m, e.task, e.metric, e.condition, _gkey(e.group))] = got
+    if not flags_of:
+        return results
+    out = []
+    for r in results:
+        models = [r.model, r.baseline_model] if r.model else list(names)
+        conds = [r.condition] if r.condition else [r.treatment, r.baseline]
+        have = {(f.get("code"), f.get("message")) for f in r.flags}
+        extra = []
+        for m in models:
+            for c in conds:
+                for f in flags_of.get((m, r.task, r.metric, c, _gkey(r.group)), ()):
+                    g = {"code": f["code"], "message": f"model {m}, {c}: {f.get('message', '')}"}
+                    if (g["code"], g["message"]) not in have:
+                        have.add((g["code"], g["message"]))
+                        extra.append(g)
+        out.append(attrs.evolve(r, flags=(*r.flags, *extra)) if extra else r)
+    return out
 
 
 def _rank(seq: Sequence[str], v: str) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from moraleval.report.per_sample import NotEvaluable, evaluate, find_calls, samp
 from moraleval.util import numbers
 
 __all__ = ["DIFFERENCE_KINDS", "PALETTE", "TESTED_FAMILIES", "comparison_panels", "estimate_panels",
-           "model_difference_figure", "model_difference_panels", "quantity", "task_figures", "why_not_drawn"]
+           "is_flagged", "model_difference_figure", "model_difference_panels", "quantity", "task_figures", "why_not_drawn"]
 
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 # text.parse_math off: every label comes from data, the spec or report.json, and a `$` there (a price tier "$$",
@@ -87,7 +87,8 @@ def _num(v: Any) -> float | None:
 _FLAG_CODES = frozenset({"few_units", "zero_width", "degenerate_answers", "position_preference", "undefined"})
 
 
-def _flagged(e: Mapping[str, Any]) -> bool:
+def is_flagged(e: Mapping[str, Any]) -> bool:
+    """Whether a number carries a flag that makes every figure draw it hollow (few units, degenerate answers, ...)."""
     return any(isinstance(f, Mapping) and f.get("code") in _FLAG_CODES for f in e.get("flags") or ())
 
 
@@ -204,7 +205,7 @@ def estimate_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest.P
             rows.sort(key=lambda r: (r != "all items", rank_of.get(r) is None, rank_of.get(r) or 0))
             title = f"{key}, ranked ({ranked_in})"
         points = {(r, e.get("condition")): (_num(e.get("value")), _num(e.get("ci_low")), _num(e.get("ci_high")),
-                                            _flagged(e)) for r, e in keyed}
+                                            is_flagged(e)) for r, e in keyed}
         # a regression's intercept (a baseline level, not tested) gets a panel of its own: on the coefficients'
         # axis it would set the scale and flatten the effects (discrim-eval: 1.3 beside terms of a few hundredths)
         apart = ([r for r in rows if r.rsplit(" · ", 1)[-1].lower().strip("()") == "intercept"]
@@ -291,7 +292,7 @@ def comparison_panels(report: Mapping[str, Any], task: str) -> tuple[list[forest
         for _r, s, c in keyed:
             colors.setdefault(s, colors.get(c.get("treatment"), PALETTE[len(colors) % len(PALETTE)]))
         rows = list(dict.fromkeys(r for r, _s, _c in sorted(keyed, key=lambda k: (k[0] != "all items",))))
-        points = {(r, s): (_num(c.get("effect")), _num(c.get("ci_low")), _num(c.get("ci_high")), _flagged(c))
+        points = {(r, s): (_num(c.get("effect")), _num(c.get("ci_low")), _num(c.get("ci_high")), is_flagged(c))
                   for r, s, c in keyed}
         # a difference of a score from −1 to 1 runs from −2 to 2: the difference's axis names no range
         axis_label = "Δ " + re.sub(r" \((?:−1|0) to 1\)$", "", axis if not axis.startswith(str(cs[0][1].get("metric")))
@@ -312,7 +313,7 @@ def _comparison_figure(report: Mapping[str, Any], task: str) -> dict[str, Any] |
                f"whisker = {level}% CI, the zero line = no difference"
                + ("; rows = report groups, whole study first" if any(c.get("group") for c in cmps) else "")
                + "; each panel has its own scale"
-               + ("; hollow = flagged (see the warnings)" if any(_flagged(c) for c in cmps) else "") + ".")
+               + ("; hollow = flagged (see the warnings)" if any(is_flagged(c) for c in cmps) else "") + ".")
     return _draw(task, "-comparisons", panels, colors, title, caption)
 
 
@@ -341,7 +342,7 @@ def model_difference_panels(report: Mapping[str, Any], task: str) -> tuple[list[
             key, row = (str(m["family"]), None), ", ".join(str(v) for v in (m.get("member") or {}).values())
         else:
             key, row = ("whole study", None), str(r.get("metric"))
-        keyed.setdefault(key, []).append((row, series, r, (_num(r.get("effect")), lo, hi, _flagged(r))))
+        keyed.setdefault(key, []).append((row, series, r, (_num(r.get("effect")), lo, hi, is_flagged(r))))
     colors: dict[str, str] = {}
     panels = []
     for (title, margin), items in keyed.items():
@@ -383,7 +384,7 @@ def model_difference_figure(report: Mapping[str, Any], task: str) -> dict[str, A
     caption = (f"{task}: the differences between models, paired over the same resamples (point = difference, "
                f"whisker = {level}% CI, the zero line = no difference; a family's members as rows)"
                + ("; equivalence: the interval against the dashed margin lines" if verdicts else "")
-               + ("; hollow = flagged (see the warnings)" if any(_flagged(r) for r in results) else "") + "."
+               + ("; hollow = flagged (see the warnings)" if any(is_flagged(r) for r in results) else "") + "."
                + (" Equivalence: " + "; ".join(verdicts) + "." if verdicts else ""))
     return _draw(task, "-models", panels, colors, title, caption)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from moraleval.report.build import REPORT_FORMAT, jsonable
-from moraleval.report.figures import model_difference_figure
+from moraleval.report.figures import is_flagged, model_difference_figure
 from moraleval.report.figures_models import metric_vs_models
 from moraleval.util import numbers
 
 __all__ = ["ACROSS_HEADER", "across_figures", "across_view", "build_models_report"]
 
 #: the columns of the table of contrasts between models
+_HOLLOW = "; hollow = flagged (see the warnings)"
 ACROSS_HEADER = ("task", "metric", "contrast", "effect [95% CI]", "test", "p", "p (adjusted)", "units", "flags")
 
 
@@ -134,12 +135,13 @@ def across_figures(report: Mapping[str, Any]) -> list[dict[str, str]]:
         for c in conds:
             by = {e["model"]: e for e in ests if e["metric"] == m["name"] and e["task"] == m["task"]
                   and e["condition"] == c}
-            series[c] = [(by[n]["value"], by[n]["ci_low"], by[n]["ci_high"]) if n in by else (None, None, None)
-                         for n in names]
+            series[c] = [(by[n]["value"], by[n]["ci_low"], by[n]["ci_high"], is_flagged(by[n])) if n in by
+                         else (None, None, None, False) for n in names]
         svg = metric_vs_models(f"{m['task']}: {m['name']}", names, xs if numeric else None, series,
                                log=scale == "log", xlabel=axis or "model", ylabel=m["name"])
         figs.append({"file": f"models_{m['task']}_{m['name']}.svg",
-                     "caption": f"{m['name']} ({m['task']}) over the models, one line per condition, 95% CI",
+                     "caption": f"{m['name']} ({m['task']}) over the models, one line per condition, 95% CI"
+                                + (_HOLLOW if any(p[3] for v in series.values() for p in v) else ""),
                      "svg": svg})
         cmps = [c for c in report.get("comparisons", []) if not c.get("group") and c["metric"] == m["name"]
                 and c["task"] == m["task"]]
@@ -148,13 +150,14 @@ def across_figures(report: Mapping[str, Any]) -> list[dict[str, str]]:
             series = {}
             for t, b in pairs:
                 by = {c["model"]: c for c in cmps if (c["treatment"], c["baseline"]) == (t, b)}
-                series[f"{t} − {b}"] = [(by[n]["effect"], by[n]["ci_low"], by[n]["ci_high"]) if n in by
-                                        else (None, None, None) for n in names]
+                series[f"{t} − {b}"] = [(by[n]["effect"], by[n]["ci_low"], by[n]["ci_high"], is_flagged(by[n]))
+                                        if n in by else (None, None, None, False) for n in names]
             svg = metric_vs_models(f"{m['task']}: effect on {m['name']}", names, xs if numeric else None, series,
                                    log=scale == "log", xlabel=axis or "model", ylabel=f"Δ {m['name']}")
             figs.append({"file": f"models_{m['task']}_{m['name']}_effects.svg",
                          "caption": f"effect of each condition on {m['name']} ({m['task']}) over the models, "
-                                    "95% CI", "svg": svg})
+                                    "95% CI" + (_HOLLOW if any(p[3] for v in series.values() for p in v) else ""),
+                         "svg": svg})
     return figs
 
 

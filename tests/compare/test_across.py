@@ -399,3 +399,29 @@ def test_an_equivalence_test_between_models_uses_the_joint_replicates() -> None:
         assert eq["p_lower"] == (1 + int((d <= -margin).sum())) / 2001
         assert eq["p_upper"] == (1 + int((d >= margin).sum())) / 2001
         assert eq["equivalent"] is equivalent and r.to_json()["equivalence"] == eq
+
+
+def test_a_contrast_carries_the_answer_flags_of_the_estimates_it_is_built_on() -> None:
+    """A model that always picks the same answer makes its estimate a property of that answer, and so every
+    difference built on it (an equivalence verdict included): the contrast carries the estimate's
+    degenerate_answers / position_preference flags, named by model and condition; other flags stay the estimate's."""
+    from moraleval.measurement.results import Estimate
+
+    reps = _two_models(np.random.default_rng(6), 40, 0.1)
+
+    def est(flags):
+        return Estimate(metric="m", task="t", condition="Q", group={}, value=0.5, ci_low=0.4, ci_high=0.6, n=160,
+                        n_units=40, method="percentile", resamples=400, unit="u", flags=flags)
+
+    degenerate = {"code": "degenerate_answers", "message": "all 160 answers are '(c)'"}
+    few = {"code": "few_units", "message": "an estimate's own flag"}
+    runs = {"a": _Run({}, reps["a"]), "b": _Run({}, reps["b"])}
+    runs["a"].measurement = type("M", (), {"estimates": (est((few,)),)})()
+    runs["b"].measurement = type("M", (), {"estimates": (est((degenerate,)),)})()
+    (d,) = measure_across(_Plan(), runs).of("model_difference")
+    got = [f for f in d.flags if f["code"] in ("degenerate_answers", "position_preference")]
+    assert got == [{"code": "degenerate_answers", "message": "model b, Q: all 160 answers are '(c)'"}]
+    assert "an estimate's own flag" not in [f["message"] for f in d.flags]
+    runs["b"].measurement = type("M", (), {"estimates": (est(()),)})()
+    (clean,) = measure_across(_Plan(), runs).of("model_difference")
+    assert not [f for f in clean.flags if f["code"] == "degenerate_answers"]

@@ -253,3 +253,21 @@ def test_a_row_with_one_series_is_drawn_on_its_tick() -> None:
     positions = sorted(round(float(x), 6) for coll in ax.collections for x, _y in coll.get_offsets())
     assert set(positions) <= {0.0, 1.0}, positions
     assert isinstance(fig, Figure)
+
+
+@pytest.mark.parametrize("axis_values", [None, [135, 360, 1700]])
+def test_a_flagged_point_across_models_is_hollow_and_the_legend_says_so(axis_values) -> None:
+    """The figures over the models draw a flagged number (few units, degenerate answers, ...) hollow, like every
+    other figure: a white-faced marker with a coloured edge, and a legend entry saying what hollow means."""
+    from moraleval.report.figures_models import metric_vs_models
+
+    models = ["small", "medium", "large"]
+    clean = {"Q": [(0.1, 0.0, 0.2, False), (0.2, 0.1, 0.3, False), (0.3, 0.2, 0.4, False)]}
+    some = {"Q": [(0.1, 0.0, 0.2, False), (0.2, 0.2, 0.2, True), (0.3, 0.2, 0.4, False)]}
+    white_face = re.compile(r"fill:\s*#ffffff", re.I)
+    plain = metric_vs_models("t: m", models, axis_values, clean)
+    flagged = metric_vs_models("t: m", models, axis_values, some)
+    # matplotlib draws text as paths: the legend entry's marker is the extra white-faced circle
+    assert len(white_face.findall(flagged)) >= len(white_face.findall(plain)) + 2
+    assert plain == metric_vs_models("t: m", models, axis_values,
+                                     {"Q": [p[:3] for p in clean["Q"]]})  # three-field points: none flagged

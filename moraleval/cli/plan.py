@@ -92,6 +92,9 @@ def summarise_plan(plan, checked) -> str:
     lines.append(f"unique requests: {len(plan.requests)} ({len(plan.items) - len(plan.requests)} duplicates merged); "
                  f"generate steps: {n_gen}; scoring calls: {len(plan.requests)}")
     lines.append("metrics: " + ", ".join(f"{m.name} [{m.task}]" for m in plan.metrics))
+    if plan.item_values:  # written per item into samples.jsonl (readout.items)
+        lines.append("per-item values in samples.jsonl: "
+                     + ", ".join(f"{i.name} = {i.formula} [{i.task}]" for i in plan.item_values))
     b = plan.bootstrap
     units = "; ".join(f"{t}: {','.join(info.get('unit') or ['row'])}" for t, info in plan.tasks.items())
     lines.append(f"bootstrap: {b.resamples} resamples, {b.method}, level {b.level}, seed {b.seed}; "

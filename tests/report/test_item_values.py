@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from report_support import ITEM_SPEC, item_values_report, quickstart_report  # noqa: E402
+from _support import run_cli  # noqa: E402
 
 from moraleval.report.render import browser_data  # noqa: E402
 from moraleval.report.view import SampleIndex  # noqa: E402
@@ -81,3 +82,12 @@ def test_a_spec_without_definitions_writes_what_it_always_wrote(tmp_path) -> Non
     run = quickstart_report(tmp_path / "qs")
     assert all("items" not in s["readout"] for s in _samples(run))
     assert "item_flags" in browser_data(json.loads((run / "report.json").read_text()), _samples(run), embed=False)
+
+
+def test_moraleval_plan_says_which_values_go_into_the_samples(tmp_path) -> None:
+    spec = tmp_path / "items.me"
+    spec.write_text(ITEM_SPEC.format(lib=REPO / "specs" / "lib"), encoding="utf-8")
+    code, out, err = run_cli(["plan", str(spec), "--data", str(REPO / "moraleval" / "data" / "sample")])
+    assert code == 0, err
+    assert ("per-item values in samples.jsonl: p_first = prob(answer, 0) [bbq_answer], "
+            "unsure = p_first < 0.5 [bbq_answer]") in out

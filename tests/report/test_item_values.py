@@ -15,14 +15,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from report_support import ITEM_SPEC, item_values_report, quickstart_report  # noqa: E402
 from _support import run_cli  # noqa: E402
+from report_support import ITEM_SPEC, item_values_report, quickstart_report  # noqa: E402
 
 from moraleval.report.render import browser_data  # noqa: E402
 from moraleval.report.view import SampleIndex  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,16 @@ def fixed_labels(samples: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, 
     seen: dict[tuple, dict[str, set]] = {}
     back: dict[tuple, dict[str, set]] = {}
     key_of = _fl().answer_key
+    done: set[tuple] = set()  # (task, condition, the options and their values) already counted: most rows repeat
     for s in samples:
+        try:
+            sig = (s.get("task"), s.get("condition"), tuple(map(str, s.get("choices") or ())),
+                   tuple((type(v).__name__, v) for v in s.get("choice_values") or ()))
+            if sig in done:
+                continue
+            done.add(sig)
+        except TypeError:  # an unhashable value (a list, a record): counted every time
+            pass
         for cell in ((s.get("task"), s.get("condition")), (s.get("task"), _ALL)):
             fwd, rev = seen.setdefault(cell, {}), back.setdefault(cell, {})
             for v, c in zip(s.get("choice_values") or [], s.get("choices") or []):

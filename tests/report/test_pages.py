@@ -144,3 +144,21 @@ def test_small_effects_in_the_pages(tmp_path: Path) -> None:
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "−0.0004 [−0.0014, 0.0001]" in md and "−0.0008 [−0.0019, −0.0001]" in md
     assert "(p < 0.001)" in md and "−0.000 " not in md and "−0.000]" not in md and "p = <" not in md
+
+
+def test_fixed_labels_count_each_distinct_presentation_once_and_keep_value_types_apart() -> None:
+    """An answer value gets its option text as a label only where it was always shown as that one text; rows that
+    repeat a presentation are counted once (a 200,000-row folder has a handful), and 1, 1.0 and True stay apart."""
+    from moraleval.report.answer_table import fixed_labels
+
+    fixed = [{"task": "t", "condition": "Q", "choices": [" (a)", " (b)"], "choice_values": [0, 1]}] * 1000
+    moving = [{"task": "t", "condition": "R", "choices": [" (a)", " (b)"], "choice_values": [0, 1]},
+              {"task": "t", "condition": "R", "choices": [" (a)", " (b)"], "choice_values": [1, 0]}]
+    typed = [{"task": "u", "condition": "Q", "choices": [" yes", " no"], "choice_values": [1, 0]},
+             {"task": "u", "condition": "Q", "choices": [" yes", " no"], "choice_values": [True, False]}]
+    records = [{"task": "v", "condition": "Q", "choices": [" x"], "choice_values": [[1, 2]]}] * 3
+    got = fixed_labels(fixed + moving + typed + records)
+    assert got[("t", "Q")] == {"0": "(a)", "1": "(b)"}
+    assert ("t", "R") not in got  # the same texts meant other values
+    assert ("u", "Q") not in got  # " yes" meant 1 and true: two values, one text
+    assert got[("v", "Q")] == {"[1, 2]": "x"}

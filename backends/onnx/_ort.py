@@ -19,7 +19,7 @@ _LOCK = threading.Lock()
 
 
 def ort_home():
-    from backends.onnx._store import cache_dir
+    from backends.onnx.store import cache_dir
 
     return cache_dir() / "onnxruntime"
 

@@ -28,7 +28,7 @@ def tiny_gguf(tmp_path_factory, tiny_weights) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, tiny_gguf) -> Path:
     """The tiny GGUF imported with fp32 weights (for exact comparisons with the numpy reference)."""
-    from backends.onnx._store import write_model_dir
+    from backends.onnx.store import write_model_dir
 
     dest = tmp_path_factory.mktemp("models") / "tiny-fp32"
     write_model_dir(dest, tiny_gguf, dtype="float32")

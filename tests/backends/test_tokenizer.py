@@ -69,7 +69,7 @@ def test_tiny_tokenizer_equals_reference_bpe(tiny_gguf):
 
 @pytest.fixture(scope="module")
 def real_gguf():
-    from backends.onnx._store import installed_gguf
+    from backends.onnx.store import installed_gguf
 
     path = installed_gguf()
     if path is None:  # the download path is tested elsewhere; here we need the real file

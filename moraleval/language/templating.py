@@ -286,7 +286,7 @@ def compile_template(env: SafeEnvironment, text: str) -> jinja2.Template:
     ``SyntaxError`` (or, depending on the stack, Jinja2's code generator with a ``RecursionError``).  Both are
     refused here first, with the template's line, and caught below as a last resort.
     """
-    if len(text) > MAX_NESTING:
+    if len(text) > MAX_NESTING:  # a shorter text cannot nest or chain past either limit
         _check_nesting(env, text)
     try:
         return env.from_string(text)

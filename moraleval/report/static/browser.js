@@ -586,14 +586,15 @@
       var ro = r.readout || {};
       var a = answerOf(r), k = (r.choice_values || []).findIndex(function (v) { return eqv(v, a); });
       var p = k >= 0 && ro.probs ? Number(ro.probs[k]).toFixed(3) : "–";
+      var flags = showFlags ? flagsOf(r) : [];
       var cells = [String(r.index), r.task].concat((D.models || []).length ? [r.model || ""] : []).concat([r.condition])
         .concat(gcols.map(function (c) { var v = own(r.values, c); return v === undefined ? "" : strv(v); }))
         .concat([r._answer, p, r._correct === null ? "–" : (r._correct ? "yes" : "no")])
-        .concat(showFlags ? [flagsOf(r).join(", ")] : []);
+        .concat(showFlags ? [flags.join(", ")] : []);
       var tr = el("tr", { "data-index": r.index, tabindex: "0" }, cells.map(function (c) { return el("td", { text: c }); }));
       var correctCell = tr.childNodes[cells.length - (showFlags ? 2 : 1)];
       if (r._correct !== null) correctCell.className = r._correct ? "yes" : "no";
-      if (showFlags && flagsOf(r).length) tr.lastChild.className = "flagged";
+      if (flags.length) tr.lastChild.className = "flagged";
       body.appendChild(tr);
       var toggle = function () {
         var open = tr.nextSibling && tr.nextSibling.classList && tr.nextSibling.classList.contains("detail-row");
